@@ -1,0 +1,70 @@
+"""Input validation shared by the public entry points.
+
+Every check raises a ``ValueError`` (or ``TypeError`` for a wrong type) whose message names
+the argument and says what was expected, so that bad input never broadcasts silently.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_images", "check_matrix", "check_same_device"]
+
+
+def _describe(t: Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def check_images(x: Tensor, name: str = "x", channels: int | None = 3) -> None:
+    """Check a batch of images: a float tensor ``(B, C, H, W)`` with values in [0, 1].
+
+    NaN fails the range check, so it is rejected too.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x)}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W), got {_describe(x)}")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating point image batch with values in [0, 1], got "
+            f"{_describe(x)}; convert uint8 images with x.float() / 255"
+        )
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channels (B, {channels}, H, W), got {_describe(x)}"
+        )
+    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError(
+            f"{name} must have values in [0, 1] (no NaN), got min {x.min().item():.4g}, "
+            f"max {x.max().item():.4g}; apply normalisation after the augmentation, not before"
+        )
+
+
+def check_matrix(
+    t: Tensor,
+    name: str,
+    rows: int | None = None,
+    cols: int | None = None,
+    what: str = "D",
+) -> None:
+    """Check a finite float matrix ``(rows, cols)``; ``None`` leaves a size free."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, {what}), got {type(t)}")
+    expected = f"({'B' if rows is None else rows}, {what if cols is None else cols})"
+    if t.ndim != 2:
+        raise ValueError(f"{name} must have shape {expected}, got {_describe(t)}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating point tensor {expected}, got {_describe(t)}")
+    if (rows is not None and t.shape[0] != rows) or (cols is not None and t.shape[1] != cols):
+        raise ValueError(f"{name} must have shape {expected}, got {_describe(t)}")
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got NaN or Inf in {_describe(t)}")
+
+
+def check_same_device(**tensors: Tensor) -> None:
+    """Check that all tensors live on one device."""
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise ValueError(f"tensors must be on one device, got {listed}")

@@ -1,0 +1,125 @@
+"""A sequence of parameter-recording operations: views and their ``(B, P)`` parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from equimod_plugin._checks import check_images, check_same_device
+from equimod_plugin.augment.layout import ParamLayout
+from equimod_plugin.augment.ops import ParamOp, RandomResizedCrop
+
+
+class ParamAugment(nn.Module):
+    """Apply operations in order and return the views with the parameters they used.
+
+    Sampling and applying are separate: parameters are drawn first (all operations, the
+    whole batch), encoded in :attr:`layout`, and the views are then computed from the encoded
+    parameters. ``aug(x, params=params)`` therefore reproduces the views bit for bit.
+
+    Args:
+        ops: the operations, applied in this order. The first is usually a
+            :class:`~equimod_plugin.augment.ops.RandomResizedCrop`, which sets the output size.
+        encoding: the layout's encoding; must match the operations' own.
+
+    Shapes:
+        - ``x``: ``(B, 3, H, W)`` float in [0, 1], any device and float dtype.
+        - returns ``(views (B, 3, h, w), params (B, P))``; ``params`` is float32 on ``x``'s
+          device, ``P = layout.param_dim``.
+
+    Example:
+        >>> import torch
+        >>> from equimod_plugin import augment
+        >>> aug = augment.byol(32, view=2, variant="cifar")
+        >>> x = torch.rand(8, 3, 32, 32)
+        >>> views, params = aug(x)
+        >>> views.shape, params.shape
+        (torch.Size([8, 3, 32, 32]), torch.Size([8, 18]))
+        >>> torch.equal(aug(x, params=params)[0], views)
+        True
+    """
+
+    def __init__(self, ops: Sequence[ParamOp], encoding: str = "normalized") -> None:
+        super().__init__()
+        if len(ops) == 0:
+            raise ValueError("ops must contain at least one operation")
+        for op in ops:
+            if not isinstance(op, ParamOp):
+                raise TypeError(f"ops must be ParamOp instances, got {type(op).__name__}")
+            if getattr(op, "encoding", encoding) != encoding:
+                raise ValueError(
+                    f"{type(op).__name__} uses encoding {op.encoding!r} but the pipeline "
+                    f"uses {encoding!r}"
+                )
+        self.ops = nn.ModuleList(ops)
+        self.layout = ParamLayout(tuple(f for op in ops for f in op.fields), encoding)  # type: ignore[arg-type]
+        self._slices = []
+        start = 0
+        for op in ops:
+            self._slices.append(slice(start, start + op.param_dim))
+            start += op.param_dim
+
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        """``(h, w)`` of the views if a crop sets it, else ``None`` (same as the input)."""
+        for op in self.ops:
+            if isinstance(op, RandomResizedCrop):
+                return op.size
+        return None
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Draw parameters ``(B, P)`` for the batch ``x`` without applying them."""
+        check_images(x)
+        return self._sample(x, generator)
+
+    def _sample(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        if x.shape[0] == 0:
+            return self.layout.identity(0, device=x.device)
+        return torch.cat([op.sample(x, generator) for op in self.ops], dim=1)
+
+    def forward(
+        self,
+        x: Tensor,
+        params: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Augment ``x`` ``(B, 3, H, W)``; with ``params`` ``(B, P)``, replay those parameters.
+
+        Args:
+            x: images in [0, 1].
+            params: parameters from an earlier call (or :meth:`identity_params`); drawn
+                when ``None``.
+            generator: optional ``torch.Generator`` for the draws (default: the global RNG
+                of ``x``'s device).
+
+        Returns:
+            ``(views, params)``.
+        """
+        check_images(x)
+        if params is None:
+            params = self._sample(x, generator)
+        else:
+            check_same_device(x=x, params=params)
+            self.layout.check(params, batch_size=x.shape[0])
+            for op, s in zip(self.ops, self._slices, strict=True):
+                op.check_values(params[:, s])
+        out = x
+        if x.shape[0]:
+            for op, s in zip(self.ops, self._slices, strict=True):
+                out = op.apply(out, params[:, s])
+        elif self.output_size is not None:
+            out = x.new_empty(0, x.shape[1], *self.output_size)
+        return out, params
+
+    def identity_params(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
+        """Parameters ``(batch_size, P)`` that map a batch to itself.
+
+        Exact when the input already has the output size; the crop of the normalized
+        encoding is the whole image at any input size (then the views are the inputs resized).
+        """
+        return self.layout.identity(batch_size, device=device)
+
+    def extra_repr(self) -> str:
+        return f"param_dim={self.layout.param_dim}, encoding={self.layout.encoding!r}"

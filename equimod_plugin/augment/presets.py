@@ -1,0 +1,181 @@
+"""The published augmentation recipes of SimCLR and BYOL, as used by EquiMod.
+
+Every probability, range and kernel size is an argument; ``None`` means "the recipe's value
+for this ``variant``". Defaults follow lightly's ``SimCLRTransform`` / ``BYOLView{1,2}Transform``
+and the EquiMod paper (see ``docs/augmentations.md``):
+
+========================  ==================  ==================  ==================
+setting                   SimCLR CIFAR        SimCLR ImageNet     BYOL (view 1 / 2)
+========================  ==================  ==================  ==================
+crop scale                (0.2, 1), bicubic   (0.08, 1)           (0.08, 1)
+colour jitter (p = 0.8)   0.4, 0.4, 0.4, 0.1  0.8, 0.8, 0.8, 0.2  0.4, 0.4, 0.2, 0.1
+grayscale                 0.2                 0.2                 0.2
+blur p (kernel)           none                0.5 (23)            1.0 / 0.1 (23; CIFAR 3)
+solarize p                none                none                0.0 / 0.2
+parameter width P         15                  17                  18
+========================  ==================  ==================  ==================
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from equimod_plugin.augment.layout import Encoding
+from equimod_plugin.augment.ops import (
+    ColorJitter,
+    GaussianBlur,
+    HorizontalFlip,
+    ParamOp,
+    RandomGrayscale,
+    RandomResizedCrop,
+    RandomSolarize,
+)
+from equimod_plugin.augment.pipeline import ParamAugment
+
+Variant = Literal["cifar", "imagenet"]
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in ("cifar", "imagenet"):
+        raise ValueError(f"variant must be 'cifar' or 'imagenet', got {variant!r}")
+
+
+def _common(
+    size: int | tuple[int, int],
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    interpolation: str,
+    hflip_p: float,
+    jitter: tuple[float, float, float, float],
+    jitter_p: float,
+    grayscale_p: float,
+    encoding: Encoding,
+) -> list[ParamOp]:
+    return [
+        RandomResizedCrop(size, scale, ratio, interpolation, encoding),
+        HorizontalFlip(hflip_p),
+        ColorJitter(*jitter, p=jitter_p, encoding=encoding),
+        RandomGrayscale(grayscale_p),
+    ]
+
+
+def simclr(
+    size: int | tuple[int, int],
+    variant: Variant = "imagenet",
+    *,
+    scale: tuple[float, float] | None = None,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    interpolation: str | None = None,
+    hflip_p: float = 0.5,
+    jitter: tuple[float, float, float, float] | None = None,
+    jitter_p: float = 0.8,
+    grayscale_p: float = 0.2,
+    blur_p: float | None = None,
+    blur_kernel: int = 23,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    encoding: Encoding = "normalized",
+) -> ParamAugment:
+    """SimCLR's augmentation (both views use it), recording its parameters.
+
+    Args:
+        size: output size of the views.
+        variant: ``"cifar"`` (EquiMod's CIFAR-10 recipe: no blur, P = 15) or ``"imagenet"``
+            (blur, P = 17).
+        scale, ratio, interpolation: the random resized crop.
+        hflip_p: probability of a horizontal flip.
+        jitter: (brightness, contrast, saturation, hue) strengths; ``jitter_p`` its probability.
+        grayscale_p: probability of grayscale.
+        blur_p: probability of blur; the CIFAR variant has no blur field unless ``blur_p > 0``.
+        blur_kernel, blur_sigma: blur kernel size and sigma range.
+        encoding: parameter encoding, ``"normalized"`` or ``"official"``.
+
+    Example:
+        >>> from equimod_plugin import augment
+        >>> augment.simclr(32, variant="cifar").layout.param_dim
+        15
+        >>> augment.simclr(224).layout.param_dim
+        17
+    """
+    _check_variant(variant)
+    cifar = variant == "cifar"
+    ops = _common(
+        size,
+        scale or ((0.2, 1.0) if cifar else (0.08, 1.0)),
+        ratio,
+        interpolation or ("bicubic" if cifar else "bilinear"),
+        hflip_p,
+        jitter or ((0.4, 0.4, 0.4, 0.1) if cifar else (0.8, 0.8, 0.8, 0.2)),
+        jitter_p,
+        grayscale_p,
+        encoding,
+    )
+    blur_p = (0.0 if cifar else 0.5) if blur_p is None else blur_p
+    if blur_p > 0 or not cifar:
+        ops.append(GaussianBlur(blur_p, blur_kernel, blur_sigma))
+    return ParamAugment(ops, encoding)
+
+
+def byol(
+    size: int | tuple[int, int],
+    view: int = 1,
+    variant: Variant = "imagenet",
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    interpolation: str = "bilinear",
+    hflip_p: float = 0.5,
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+    jitter_p: float = 0.8,
+    grayscale_p: float = 0.2,
+    blur_p: float | None = None,
+    blur_kernel: int | None = None,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    solarize_p: float | None = None,
+    solarize_threshold: float = 0.5,
+    encoding: Encoding = "normalized",
+) -> ParamAugment:
+    """BYOL's asymmetric augmentation for ``view`` 1 or 2, recording its parameters (P = 18).
+
+    View 1 always blurs and never solarises; view 2 blurs with p = 0.1 and solarises with
+    p = 0.2. Both views share one layout, so their parameters can be stacked.
+
+    Args:
+        size: output size of the views.
+        view: 1 or 2.
+        variant: ``"cifar"`` (blur kernel 3) or ``"imagenet"`` (blur kernel 23).
+        blur_p, blur_kernel, solarize_p: ``None`` takes the recipe's value for the view.
+        Others: as in :func:`simclr`.
+
+    Example:
+        >>> from equimod_plugin import augment
+        >>> aug1, aug2 = augment.byol(32, view=1), augment.byol(32, view=2)
+        >>> aug1.layout == aug2.layout, aug1.layout.param_dim
+        (True, 18)
+    """
+    _check_variant(variant)
+    if view not in (1, 2):
+        raise ValueError(f"view must be 1 or 2, got {view!r}")
+    ops = _common(
+        size,
+        scale,
+        ratio,
+        interpolation,
+        hflip_p,
+        jitter,
+        jitter_p,
+        grayscale_p,
+        encoding,
+    )
+    ops.append(
+        GaussianBlur(
+            (1.0 if view == 1 else 0.1) if blur_p is None else blur_p,
+            (3 if variant == "cifar" else 23) if blur_kernel is None else blur_kernel,
+            blur_sigma,
+        )
+    )
+    ops.append(
+        RandomSolarize(
+            (0.0 if view == 1 else 0.2) if solarize_p is None else solarize_p, solarize_threshold
+        )
+    )
+    return ParamAugment(ops, encoding)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_images", "check_matrix", "check_same_device"]
+__all__ = ["check_images", "check_matrix", "check_same_device", "check_views"]
 
 
 def _describe(t: Tensor) -> str:
@@ -68,3 +68,29 @@ def check_same_device(**tensors: Tensor) -> None:
     if len(set(devices.values())) > 1:
         listed = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"tensors must be on one device, got {listed}")
+
+
+def check_views(
+    t: Tensor,
+    name: str,
+    views: int | None = None,
+    rows: int | None = None,
+    cols: int | None = None,
+    what: str = "D",
+) -> None:
+    """Check a non-empty finite float stack ``(V, B, what)`` of per-view matrices.
+
+    ``None`` leaves a size free; each view ``t[k]`` is checked with ``check_matrix``.
+    """
+    expected = f"({'V' if views is None else views}, {'B' if rows is None else rows}, {what})"
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {expected}, got {type(t)}")
+    if t.ndim != 3 or (views is not None and t.shape[0] != views):
+        raise ValueError(f"{name} must have shape {expected}, got shape {tuple(t.shape)}")
+    if t.shape[0] < 1 or t.shape[1] < 1:
+        raise ValueError(
+            f"{name} must have at least one view and one sample {expected}, "
+            f"got shape {tuple(t.shape)}"
+        )
+    for k, view in enumerate(t):
+        check_matrix(view, f"{name}[{k}]", rows=rows, cols=cols, what=what)

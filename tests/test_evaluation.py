@@ -1,0 +1,228 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from equimod_plugin import evaluation
+from equimod_plugin.evaluation import eta_squared, extract_features, knn_accuracy, linear_probe
+
+
+def clusters(n: int, d: int, classes: int, spread: float, seed: int):
+    """Gaussian blobs around random class centres: features (n, d), labels (n,)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(classes, (n,), generator=g)
+    centres = torch.randn(classes, d, generator=g)
+    return centres[labels] + spread * torch.randn(n, d, generator=g), labels
+
+
+def split(features, labels, n_train):
+    return features[:n_train], labels[:n_train], features[n_train:], labels[n_train:]
+
+
+# extract_features
+
+
+def make_encoder():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.5))
+
+
+def test_extract_features_shape_eval_mode_and_restored_modes():
+    encoder = make_encoder()
+    encoder[1].running_mean.fill_(0.3)
+    encoder[2].eval()
+    images = torch.rand(10, 1, 5, 5)
+    features = extract_features(encoder, images, batch_size=3)
+    assert features.shape == (10, 2 * 3 * 3)
+    assert not features.requires_grad
+    assert encoder.training and encoder[0].training and not encoder[2].training
+    encoder.eval()
+    with torch.no_grad():
+        expected = encoder(images).flatten(1)
+    torch.testing.assert_close(features, expected)
+    assert torch.equal(encoder[1].running_mean, torch.full((2,), 0.3))
+
+
+def test_extract_features_transform_and_batch_size():
+    encoder = make_encoder()
+    images = torch.rand(7, 1, 5, 5)
+    one = extract_features(encoder, images, batch_size=1, transform=lambda x: 2 * x - 1)
+    all_at_once = extract_features(encoder, 2 * images - 1, batch_size=100)
+    torch.testing.assert_close(one, all_at_once)
+    with pytest.raises(ValueError, match="batch_size"):
+        extract_features(encoder, images, batch_size=0)
+    with pytest.raises(ValueError, match="images must be a non-empty"):
+        extract_features(encoder, images[:0])
+
+
+def test_extract_features_restores_modes_after_an_error():
+    encoder = make_encoder()
+
+    def failing(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        extract_features(encoder, torch.rand(2, 1, 5, 5), transform=failing)
+    assert all(module.training for module in encoder.modules())
+
+
+# linear_probe
+
+
+def test_linear_probe_separable():
+    features, labels = clusters(1200, 32, 10, spread=0.1, seed=0)
+    assert linear_probe(*split(features, labels, 1000)) > 0.95
+
+
+def test_linear_probe_random_labels_is_near_chance():
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(2000, 32, generator=g)
+    labels = torch.randint(10, (2000,), generator=g)
+    assert 0.03 < linear_probe(*split(features, labels, 1000)) < 0.17
+
+
+def test_linear_probe_standardises_and_is_deterministic():
+    features, labels = clusters(600, 16, 5, spread=1.0, seed=2)
+    args = split(features, labels, 400)
+    accuracy = linear_probe(*args)
+    assert 0.3 < accuracy < 1.0
+    assert linear_probe(*args) == accuracy
+    scale = torch.logspace(-3, 3, 16)
+    shifted = split(features * scale + 100, labels, 400)
+    assert linear_probe(*shifted) == pytest.approx(accuracy, abs=0.01)
+
+
+def test_linear_probe_needs_no_gradients_from_the_caller():
+    features, labels = clusters(300, 8, 3, spread=0.1, seed=3)
+    with torch.no_grad():
+        assert linear_probe(*split(features, labels, 200)) > 0.95
+
+
+# knn_accuracy
+
+
+def test_knn_clustered():
+    features, labels = clusters(1500, 16, 10, spread=0.1, seed=4)
+    assert knn_accuracy(*split(features, labels, 1000)) > 0.95
+
+
+def test_knn_weights_votes_by_similarity():
+    train = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8]])
+    train_labels = torch.tensor([1, 0, 0])
+    test = torch.tensor([[1.0, 0.0]])
+    # Two class-0 neighbours at similarity 0.6 against one class-1 neighbour at similarity 1:
+    # class 1 wins for 2 exp(0.6 / T) < exp(1 / T), i.e. T < 0.4 / ln 2.
+    for temperature, expected in ((0.5, 1), (0.7, 0)):
+        accuracy = knn_accuracy(train, train_labels, test, torch.tensor([expected]), 3, temperature)
+        assert accuracy == 1.0, temperature
+
+
+def test_knn_chunking_does_not_change_the_result(monkeypatch):
+    features, labels = clusters(400, 8, 4, spread=1.0, seed=5)
+    args = split(features, labels, 300)
+    accuracy = knn_accuracy(*args, k=7)
+    monkeypatch.setattr(evaluation, "_KNN_CHUNK_ELEMENTS", 1)
+    assert knn_accuracy(*args, k=7) == accuracy
+
+
+def test_knn_validation():
+    features, labels = clusters(30, 4, 3, spread=0.1, seed=6)
+    args = split(features, labels, 20)
+    assert knn_accuracy(*args, k=20) >= 0
+    with pytest.raises(ValueError, match=r"k must be between 1 and the number of training"):
+        knn_accuracy(*args, k=21)
+    with pytest.raises(ValueError, match="k must be"):
+        knn_accuracy(*args, k=0)
+    with pytest.raises(ValueError, match="temperature"):
+        knn_accuracy(*args, temperature=0.0)
+
+
+@pytest.mark.parametrize("probe", [linear_probe, knn_accuracy])
+def test_probe_input_validation(probe):
+    features, labels = clusters(30, 4, 3, spread=0.1, seed=7)
+    train, train_labels, test, test_labels = split(features, labels, 20)
+    with pytest.raises(TypeError, match="train_labels must be an int64"):
+        probe(train, train_labels.int(), test, test_labels)
+    with pytest.raises(TypeError, match="test_labels must be an int64"):
+        probe(train, train_labels, test, test_labels.float())
+    with pytest.raises(ValueError, match="test_labels has 9 entries but test_features has 10"):
+        probe(train, train_labels, test, test_labels[:9])
+    with pytest.raises(ValueError, match="test_features must have shape"):
+        probe(train, train_labels, test[:, :3], test_labels)
+    with pytest.raises(ValueError, match="non-negative"):
+        probe(train, train_labels - 5, test, test_labels)
+    nan = train.clone()
+    nan[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="train_features must be finite"):
+        probe(nan, train_labels, test, test_labels)
+    with pytest.raises(ValueError, match="at least one row"):
+        probe(train, train_labels, test[:0], test_labels[:0])
+
+
+# eta_squared
+
+
+def test_eta_squared_of_class_means_is_one():
+    features, labels = clusters(200, 6, 4, spread=0.0, seed=8)
+    assert eta_squared(features, labels) == pytest.approx(1.0)
+
+
+def test_eta_squared_of_independent_features_is_near_zero():
+    g = torch.Generator().manual_seed(9)
+    features = torch.randn(5000, 8, generator=g)
+    labels = torch.randint(10, (5000,), generator=g)
+    # Expected value under independence: (classes - 1) / (N - 1), about 0.002.
+    assert eta_squared(features, labels) < 0.006
+
+
+def test_eta_squared_by_hand():
+    features = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [7.0, 10.0]])
+    labels = torch.tensor([-4, -4, 7, 7])
+    # Grand mean (4, 4); class means (2, 1) and (6, 7).
+    total = (9 + 1 + 1 + 9) + (16 + 4 + 0 + 36)
+    between = 2 * ((4 + 9) + (4 + 9))
+    assert eta_squared(features, labels) == pytest.approx(between / total)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n=st.integers(2, 60),
+    d=st.integers(1, 5),
+    classes=st.integers(1, 8),
+    seed=st.integers(0, 2**31),
+    scale=st.floats(1e-3, 1e3),
+)
+def test_eta_squared_is_a_share_and_ignores_label_names(n, d, classes, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    features = scale * torch.randn(n, d, generator=g)
+    labels = torch.randint(classes, (n,), generator=g)
+    eta = eta_squared(features, labels)
+    assert 0.0 <= eta <= 1.0
+    assert eta_squared(features, 1000 - 3 * labels) == pytest.approx(eta, abs=1e-9)
+    if labels.unique().numel() == 1:
+        assert eta == pytest.approx(0.0, abs=1e-12)
+
+
+def test_eta_squared_validation():
+    features = torch.randn(5, 2)
+    labels = torch.tensor([0, 1, 0, 1, 0])
+    with pytest.raises(TypeError, match="labels must be an int64"):
+        eta_squared(features, labels.float())
+    with pytest.raises(ValueError, match="labels has 4 entries but features has 5 rows"):
+        eta_squared(features, labels[:4])
+    with pytest.raises(ValueError, match="features must be finite"):
+        eta_squared(features / 0, labels)
+    with pytest.raises(ValueError, match="constant"):
+        eta_squared(torch.ones(5, 2), labels)
+    with pytest.raises(ValueError, match="features must have shape"):
+        eta_squared(features[:, 0], labels)
+
+
+def test_features_with_gradients_are_accepted():
+    features, labels = clusters(120, 4, 3, spread=0.1, seed=10)
+    features.requires_grad_(True)
+    args = split(features, labels, 90)
+    assert linear_probe(*args) > 0.9
+    assert knn_accuracy(*args, k=5) > 0.9
+    assert 0.9 < eta_squared(features, labels) <= 1.0

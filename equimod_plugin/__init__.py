@@ -1,7 +1,26 @@
-"""equimod-plugin: equivariance to augmentations for lightly and solo-learn models."""
+"""equimod-plugin: equivariance to augmentations for lightly and solo-learn models.
+
+The core imports only torch and kornia. Framework glue lives in
+``equimod_plugin.integrations`` and is imported only by those who use it.
+"""
 
 from equimod_plugin import augment
+from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput
+from equimod_plugin.losses import EquiModCosineLoss, EquiModLoss
+from equimod_plugin.metrics import equivariance_metrics
+from equimod_plugin.terms import EquiModTerm
+from equimod_plugin.wrap import EquivarianceBranch, equimod_branch
 
 __version__ = "0.1.0"
 
-__all__ = ["augment"]
+__all__ = [
+    "EquiModCosineLoss",
+    "EquiModLoss",
+    "EquiModTerm",
+    "EquivarianceBranch",
+    "EquivarianceHead",
+    "EquivarianceOutput",
+    "augment",
+    "equimod_branch",
+    "equivariance_metrics",
+]

@@ -1,0 +1,272 @@
+"""Add an equivariance term to any model with a backbone: the framework-free core.
+
+:class:`EquivarianceBranch` makes the views on the device, runs the originals and the views
+through the backbone in one batched pass (shared BatchNorm statistics, as the official
+EquiMod code does) and computes a term (:class:`~equimod_plugin.terms.EquiModTerm`, ...)
+from the features. The user's own invariance code receives the views and runs unchanged:
+while a step is under way the backbone answers a call on one of the views it made with that
+view's slice of the batched pass instead of computing it again, so the step costs one
+backbone pass over ``(1 + V) * B`` images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from equimod_plugin._checks import check_images
+from equimod_plugin.augment import ParamAugment
+from equimod_plugin.terms import EquiModTerm
+
+__all__ = ["IMAGENET_NORMALIZE", "EquivarianceBranch", "equimod_branch", "infer_feature_dim"]
+
+#: Mean and std of ImageNet, the normalisation of lightly's and solo-learn's transforms.
+IMAGENET_NORMALIZE = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+class _SharedPass:
+    """Instance-level ``forward`` of a backbone that serves the current step's views.
+
+    ``served`` holds ``(view, features)`` pairs of the step under way; any other input runs
+    the class's own ``forward``. Copies and pickles start with nothing served.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.served: list[tuple[Tensor, Tensor]] = []
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs:
+            for view, features in self.served:
+                if x is view:
+                    return features
+        return type(self.module).forward(self.module, x, *args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"module": self.module, "served": []}
+
+
+def _shared_pass(backbone: nn.Module) -> _SharedPass:
+    """Install (once) and return the backbone's :class:`_SharedPass`."""
+    forward = backbone.__dict__.get("forward")
+    if forward is None:
+        forward = _SharedPass(backbone)
+        backbone.forward = forward  # type: ignore[method-assign]
+    if not isinstance(forward, _SharedPass):
+        raise ValueError(
+            f"backbone ({type(backbone).__name__}) has a forward set on the instance; the "
+            "shared pass needs the class's forward"
+        )
+    return forward
+
+
+def infer_feature_dim(backbone: nn.Module, size: tuple[int, int], channels: int = 3) -> int:
+    """Width D of ``backbone``'s flattened output on ``(2, channels, *size)`` zeros.
+
+    Runs in eval mode without gradients (no BatchNorm statistic changes) on the backbone's
+    device, and restores every submodule's mode.
+    """
+    tensors = [*backbone.parameters(), *backbone.buffers()]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+    modes = [(m, m.training) for m in backbone.modules()]
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            out = backbone(torch.zeros(2, channels, *size, device=device, dtype=dtype))
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    if not isinstance(out, Tensor) or out.ndim < 2:
+        raise ValueError(
+            f"backbone must return a tensor (B, D) or (B, D, ...) to flatten, got "
+            f"{type(out).__name__} {getattr(out, 'shape', '')}"
+        )
+    return int(out.flatten(1).shape[1])
+
+
+class EquivarianceBranch(nn.Module):
+    """Views, one batched backbone pass and an equivariance term, for any model.
+
+    The branch keeps a reference to ``backbone`` without registering it, so the backbone's
+    parameters stay where they are in the user's model (no duplicate state dict entries);
+    the term's parameters are the branch's. Register the branch as a submodule of the model
+    (``model.equivariance = branch``) and ``model.parameters()`` hands them to the optimizer.
+
+    Per training step:
+
+    1. ``x1, x2 = branch.views(images)`` with ``images`` ``(B, 3, H, W)`` in [0, 1]: samples
+       the views and their parameters, normalises originals and views, and runs the backbone
+       once on ``cat[x_o, x_1, x_2]``. The returned views are normalised, ready for the model.
+    2. the user's code calls the model on ``x1`` and ``x2`` as before; the backbone returns
+       their slices of the batched pass (any other input is computed normally).
+    3. ``loss = user_loss + branch.loss()``: ``weight`` times the term on the features.
+
+    Args:
+        backbone: the module whose features the term uses (``model.backbone`` in lightly).
+        augment: one :class:`~equimod_plugin.augment.ParamAugment` used for two views, or a
+            sequence of them, one per view, sharing one parameter layout.
+        term: the loss term, called as ``term(features_o (B, D), features_views (V, B, D),
+            params (V, B, P))``.
+        weight: the term's weight lambda (1.0 in every published EquiMod run).
+        normalize: ``(mean, std)`` applied to originals and views after augmenting, or
+            ``None``; default ImageNet's, like lightly's transforms.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from equimod_plugin import augment
+        >>> backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> branch = equimod_branch(backbone, augment.byol(16, view=1), hidden_dim=32)
+        >>> x1, x2 = branch.views(torch.rand(4, 3, 16, 16))
+        >>> backbone(x1) is branch.features[1]  # served from the batched pass
+        True
+        >>> branch.loss().shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        augment: ParamAugment | Sequence[ParamAugment],
+        term: nn.Module,
+        weight: float = 1.0,
+        normalize: tuple[Sequence[float], Sequence[float]] | None = IMAGENET_NORMALIZE,
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, nn.Module):
+            raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        augments = [augment, augment] if isinstance(augment, ParamAugment) else list(augment)
+        if len(augments) < 1 or not all(isinstance(a, ParamAugment) for a in augments):
+            raise TypeError("augment must be a ParamAugment or a sequence of ParamAugment")
+        layouts = {a.layout for a in augments}
+        sizes = {a.output_size for a in augments}
+        if len(layouts) != 1 or len(sizes) != 1:
+            raise ValueError(
+                "the augmentations of all views must share one parameter layout and output "
+                f"size, got layouts {[str(a.layout) for a in augments]} and sizes {sizes}"
+            )
+        param_dim = augments[0].layout.param_dim
+        if getattr(term, "param_dim", param_dim) != param_dim:
+            raise ValueError(
+                f"term expects parameters of width {term.param_dim} but the augmentation's "
+                f"layout has param_dim {param_dim}"
+            )
+        if not weight >= 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        self.augments = nn.ModuleList(augments)
+        self.term = term
+        self.weight = float(weight)
+        if normalize is not None:
+            mean, std = (torch.as_tensor(v, dtype=torch.float32) for v in normalize)
+            if mean.shape != (3,) or std.shape != (3,) or not bool((std > 0).all()):
+                raise ValueError(
+                    f"normalize must be ((3 means), (3 positive stds)), got {normalize}"
+                )
+            self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
+        self.normalize = normalize is not None
+        self.__dict__["backbone"] = backbone  # a reference, not a submodule
+        self._shared = _shared_pass(backbone)
+        self.features: list[Tensor] = []
+        self.params: Tensor | None = None
+
+    @property
+    def num_views(self) -> int:
+        return len(self.augments)
+
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        return self.augments[0].output_size
+
+    def _device(self, fallback: torch.device) -> torch.device:
+        for t in (*self.term.parameters(), *self.backbone.parameters()):
+            return t.device
+        return fallback
+
+    def views(self, images: Tensor) -> tuple[Tensor, ...]:
+        """Make the views of ``images`` and run the shared backbone pass.
+
+        Args:
+            images: originals ``(B, 3, H, W)``, float in [0, 1], on any device (moved to the
+                model's).
+
+        Returns:
+            ``V`` normalised views ``(B, 3, h, w)``; pass them to the model unchanged.
+        """
+        check_images(images, "images")
+        x = images.to(self._device(images.device))
+        size = self.output_size
+        original = x
+        if size is not None and tuple(x.shape[-2:]) != size:
+            original = F.interpolate(x, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+        views, params = zip(*(aug(x) for aug in self.augments), strict=True)
+        batch = torch.cat([original, *views])
+        if self.normalize:
+            batch = (batch - self.mean.to(batch.dtype)) / self.std.to(batch.dtype)
+        self._shared.served = []
+        features = self.backbone(batch)
+        chunks = batch.chunk(1 + self.num_views)
+        self.features = list(features.chunk(1 + self.num_views))
+        self.params = torch.stack(params)
+        self._shared.served = list(zip(chunks[1:], self.features[1:], strict=True))
+        return tuple(chunks[1:])
+
+    def loss(self) -> Tensor:
+        """``weight`` times the term on the last :meth:`views` call's features; a scalar.
+
+        Ends the step: afterwards the backbone computes every input again.
+        """
+        if self.params is None:
+            raise RuntimeError("loss() needs a views() call in the same step first")
+        f_o, *f_views = (f.flatten(1) for f in self.features)
+        loss = self.weight * self.term(f_o, torch.stack(f_views), self.params)
+        self._shared.served = []
+        self.features, self.params = [], None
+        return loss
+
+    def metrics(self) -> dict[str, float]:
+        """The term's metrics of the last step (e.g. EquiMod's equivariance), as floats."""
+        return self.term.metrics()  # type: ignore[no-any-return]
+
+
+def equimod_branch(
+    backbone: nn.Module,
+    augment: ParamAugment | Sequence[ParamAugment],
+    *,
+    feature_dim: int | None = None,
+    weight: float = 1.0,
+    loss: nn.Module | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = IMAGENET_NORMALIZE,
+    **head_kwargs: Any,
+) -> EquivarianceBranch:
+    """An :class:`EquivarianceBranch` with EquiMod's term, sized for ``backbone``.
+
+    Args:
+        backbone: the feature extractor (e.g. ``model.backbone``).
+        augment: the views' augmentation(s); see :class:`EquivarianceBranch`.
+        feature_dim: width of the backbone's flattened output; inferred with a dry run on
+            zeros when ``None``, checked against the dry run otherwise.
+        weight, normalize: see :class:`EquivarianceBranch`.
+        loss: the equivariance loss, default :class:`~equimod_plugin.losses.EquiModLoss`.
+        head_kwargs: widths of :class:`~equimod_plugin.heads.EquivarianceHead`.
+    """
+    first = augment if isinstance(augment, ParamAugment) else augment[0]
+    size = first.output_size
+    if size is None:
+        raise ValueError("augment must include a RandomResizedCrop, which sets the view size")
+    inferred = infer_feature_dim(backbone, size)
+    if feature_dim is not None and feature_dim != inferred:
+        raise ValueError(
+            f"feature_dim is {feature_dim} but the backbone returns {inferred} features per "
+            f"image (flattened) at size {size}"
+        )
+    term = EquiModTerm(inferred, first.layout.param_dim, loss=loss, **head_kwargs)
+    tensors = [*backbone.parameters(), *backbone.buffers()]
+    if tensors:
+        term.to(tensors[0].device)
+    return EquivarianceBranch(backbone, augment, term, weight=weight, normalize=normalize)

@@ -8,8 +8,9 @@ from equimod_plugin import augment
 from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput
 from equimod_plugin.losses import EquiModCosineLoss, EquiModLoss
 from equimod_plugin.metrics import equivariance_metrics
-from equimod_plugin.terms import EquiModTerm
-from equimod_plugin.wrap import EquivarianceBranch, equimod_branch
+from equimod_plugin.steering import SteeringLoss, SteeringOperator
+from equimod_plugin.terms import EquiModTerm, SteeringTerm
+from equimod_plugin.wrap import EquivarianceBranch, equimod_branch, steering_branch
 
 __version__ = "0.1.0"
 
@@ -20,7 +21,11 @@ __all__ = [
     "EquivarianceBranch",
     "EquivarianceHead",
     "EquivarianceOutput",
+    "SteeringLoss",
+    "SteeringOperator",
+    "SteeringTerm",
     "augment",
     "equimod_branch",
     "equivariance_metrics",
+    "steering_branch",
 ]

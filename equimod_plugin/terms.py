@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput
 from equimod_plugin.losses import EquiModLoss
 from equimod_plugin.metrics import equivariance_metrics
+from equimod_plugin.steering import Kind, SteeringLoss, SteeringOperator
 
-__all__ = ["EquiModTerm"]
+__all__ = ["EquiModTerm", "SteeringTerm"]
 
 
 class EquiModTerm(nn.Module):
@@ -94,3 +97,80 @@ class EquiModTerm(nn.Module):
             raise RuntimeError("metrics() needs a forward call first")
         out, loss = self._last
         return {"loss": float(loss), **equivariance_metrics(*out)}
+
+
+class SteeringTerm(nn.Module):
+    """The steering term of Bhardwaj et al.: ``M(a) f(x_o)`` should match ``f(a(x_o))``.
+
+    Works on the backbone features themselves (the representation that is steered at test
+    time), with a :class:`~equimod_plugin.steering.SteeringOperator` and a
+    :class:`~equimod_plugin.steering.SteeringLoss`.
+
+    - [0] Bhardwaj et al., Steerable Equivariant Representation Learning, 2023,
+      https://arxiv.org/abs/2302.11349
+
+    Args:
+        feature_dim: width D of the backbone features.
+        param_dim: width P of the augmentation parameters.
+        identity: ``(P,)`` identity parameters of the augmentation's layout.
+        kind: the operator's parameterisation (``"low_rank"``, ``"exponential"``, ``"full"``).
+        loss: default ``SteeringLoss("cosine")``.
+        operator_kwargs: ``rank``, ``num_generators``, ``hidden_dim`` of the operator.
+
+    Example:
+        >>> import torch
+        >>> term = SteeringTerm(feature_dim=32, param_dim=18, rank=4)
+        >>> loss = term(torch.randn(8, 32), torch.randn(2, 8, 32), torch.randn(2, 8, 18))
+        >>> loss.shape, sorted(term.metrics())
+        (torch.Size([]), ['cos_original', 'cos_steered', 'loss'])
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        param_dim: int,
+        identity: Tensor | None = None,
+        kind: Kind = "low_rank",
+        loss: nn.Module | None = None,
+        **operator_kwargs: int,
+    ) -> None:
+        super().__init__()
+        self.operator = SteeringOperator(
+            feature_dim, param_dim, kind=kind, identity=identity, **operator_kwargs
+        )
+        self.loss = SteeringLoss() if loss is None else loss
+        self._last: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+
+    @property
+    def feature_dim(self) -> int:
+        return self.operator.dim
+
+    @property
+    def param_dim(self) -> int:
+        return self.operator.param_dim
+
+    def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
+        """Loss of steering the originals' features to the views' features.
+
+        Args:
+            features_o: ``(B, D)``; features_views: ``(V, B, D)``; params: ``(V, B, P)``.
+        """
+        views = features_views.shape[0]
+        original = features_o.repeat(views, 1)
+        target = features_views.flatten(0, 1)
+        steered = self.operator(original, params.flatten(0, 1))
+        loss: Tensor = self.loss(steered, target)
+        self._last = (original.detach(), steered.detach(), target.detach(), loss.detach())
+        return loss
+
+    def metrics(self) -> dict[str, float]:
+        """Loss, mean ``cos(M f_o, f_a)`` and, for reference, mean ``cos(f_o, f_a)``."""
+        if self._last is None:
+            raise RuntimeError("metrics() needs a forward call first")
+        original, steered, target, loss = self._last
+        with torch.no_grad():
+            return {
+                "loss": float(loss),
+                "cos_steered": float(F.cosine_similarity(steered, target).mean()),
+                "cos_original": float(F.cosine_similarity(original, target).mean()),
+            }

@@ -11,7 +11,7 @@ backbone pass over ``(1 + V) * B`` images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,9 +20,16 @@ from torch import Tensor, nn
 
 from equimod_plugin._checks import check_images
 from equimod_plugin.augment import ParamAugment
-from equimod_plugin.terms import EquiModTerm
+from equimod_plugin.steering import Kind
+from equimod_plugin.terms import EquiModTerm, SteeringTerm
 
-__all__ = ["IMAGENET_NORMALIZE", "EquivarianceBranch", "equimod_branch", "infer_feature_dim"]
+__all__ = [
+    "IMAGENET_NORMALIZE",
+    "EquivarianceBranch",
+    "equimod_branch",
+    "infer_feature_dim",
+    "steering_branch",
+]
 
 #: Mean and std of ImageNet, the normalisation of lightly's and solo-learn's transforms.
 IMAGENET_NORMALIZE = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -234,6 +241,31 @@ class EquivarianceBranch(nn.Module):
         return self.term.metrics()  # type: ignore[no-any-return]
 
 
+def _branch(
+    backbone: nn.Module,
+    augment: ParamAugment | Sequence[ParamAugment],
+    make_term: Callable[[int, ParamAugment], nn.Module],
+    feature_dim: int | None,
+    weight: float,
+    normalize: tuple[Sequence[float], Sequence[float]] | None,
+) -> EquivarianceBranch:
+    first = augment if isinstance(augment, ParamAugment) else augment[0]
+    size = first.output_size
+    if size is None:
+        raise ValueError("augment must include a RandomResizedCrop, which sets the view size")
+    inferred = infer_feature_dim(backbone, size)
+    if feature_dim is not None and feature_dim != inferred:
+        raise ValueError(
+            f"feature_dim is {feature_dim} but the backbone returns {inferred} features per "
+            f"image (flattened) at size {size}"
+        )
+    term = make_term(inferred, first)
+    tensors = [*backbone.parameters(), *backbone.buffers()]
+    if tensors:
+        term.to(tensors[0].device)
+    return EquivarianceBranch(backbone, augment, term, weight=weight, normalize=normalize)
+
+
 def equimod_branch(
     backbone: nn.Module,
     augment: ParamAugment | Sequence[ParamAugment],
@@ -255,18 +287,36 @@ def equimod_branch(
         loss: the equivariance loss, default :class:`~equimod_plugin.losses.EquiModLoss`.
         head_kwargs: widths of :class:`~equimod_plugin.heads.EquivarianceHead`.
     """
-    first = augment if isinstance(augment, ParamAugment) else augment[0]
-    size = first.output_size
-    if size is None:
-        raise ValueError("augment must include a RandomResizedCrop, which sets the view size")
-    inferred = infer_feature_dim(backbone, size)
-    if feature_dim is not None and feature_dim != inferred:
-        raise ValueError(
-            f"feature_dim is {feature_dim} but the backbone returns {inferred} features per "
-            f"image (flattened) at size {size}"
+
+    def make_term(dim: int, aug: ParamAugment) -> nn.Module:
+        return EquiModTerm(dim, aug.layout.param_dim, loss=loss, **head_kwargs)
+
+    return _branch(backbone, augment, make_term, feature_dim, weight, normalize)
+
+
+def steering_branch(
+    backbone: nn.Module,
+    augment: ParamAugment | Sequence[ParamAugment],
+    *,
+    feature_dim: int | None = None,
+    weight: float = 1.0,
+    loss: nn.Module | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = IMAGENET_NORMALIZE,
+    kind: Kind = "low_rank",
+    **operator_kwargs: Any,
+) -> EquivarianceBranch:
+    """An :class:`EquivarianceBranch` with the steering term of Bhardwaj et al.
+
+    Same arguments as :func:`equimod_branch`; ``kind`` and ``operator_kwargs`` (``rank``,
+    ``num_generators``, ``hidden_dim``) configure the
+    :class:`~equimod_plugin.steering.SteeringOperator`, whose identity is the augmentation's
+    identity parameters. The trained operator is ``branch.term.operator``.
+    """
+
+    def make_term(dim: int, aug: ParamAugment) -> nn.Module:
+        identity = aug.identity_params(1)[0]
+        return SteeringTerm(
+            dim, aug.layout.param_dim, identity, kind=kind, loss=loss, **operator_kwargs
         )
-    term = EquiModTerm(inferred, first.layout.param_dim, loss=loss, **head_kwargs)
-    tensors = [*backbone.parameters(), *backbone.buffers()]
-    if tensors:
-        term.to(tensors[0].device)
-    return EquivarianceBranch(backbone, augment, term, weight=weight, normalize=normalize)
+
+    return _branch(backbone, augment, make_term, feature_dim, weight, normalize)

@@ -33,7 +33,12 @@ from PIL import Image
 from torch import Tensor, nn
 
 from equimod_plugin.augment import ParamAugment
-from equimod_plugin.wrap import IMAGENET_NORMALIZE, EquivarianceBranch, equimod_branch
+from equimod_plugin.wrap import (
+    IMAGENET_NORMALIZE,
+    EquivarianceBranch,
+    equimod_branch,
+    steering_branch,
+)
 
 __all__ = ["EquivariantModel", "OriginalTransform", "wrap"]
 
@@ -101,28 +106,33 @@ def wrap(
     model: nn.Module,
     augment: ParamAugment | Sequence[ParamAugment],
     *,
+    term: str = "equimod",
     backbone: str = "backbone",
     feature_dim: int | None = None,
     weight: float = 1.0,
     loss: nn.Module | None = None,
     normalize: tuple[Sequence[float], Sequence[float]] | None = IMAGENET_NORMALIZE,
     input_size: int | tuple[int, int] | None = None,
-    **head_kwargs: Any,
+    **term_kwargs: Any,
 ) -> tuple[EquivariantModel, OriginalTransform]:
-    """Add EquiMod's equivariance term to a lightly-style model.
+    """Add EquiMod's equivariance term (or the steering term) to a lightly-style model.
 
     Args:
         model: an ``nn.Module`` whose feature extractor is ``getattr(model, backbone)``.
         augment: the views' augmentation(s), e.g. ``(augment.byol(32, view=1),
             augment.byol(32, view=2))``; one module is used for both views.
+        term: ``"equimod"`` (:func:`~equimod_plugin.wrap.equimod_branch`) or ``"steering"``
+            (:func:`~equimod_plugin.wrap.steering_branch`).
         backbone: name of the feature-extractor attribute.
         feature_dim: expected width of the flattened backbone output (checked), or ``None``.
         weight: lambda, the equivariance term's weight.
-        loss: the equivariance loss (default: EquiMod's NT-Xent, temperature 0.2).
+        loss: the term's loss (default: EquiMod's NT-Xent at temperature 0.2, or the
+            steering cosine loss).
         normalize: ``(mean, std)`` applied on the device after augmenting; default ImageNet's,
             as in lightly's transforms; ``None`` to skip.
         input_size: size of the originals the dataset yields (default: the views' size).
-        head_kwargs: widths of :class:`~equimod_plugin.heads.EquivarianceHead`.
+        term_kwargs: widths of :class:`~equimod_plugin.heads.EquivarianceHead`, or ``kind``,
+            ``rank``, ... of :class:`~equimod_plugin.steering.SteeringOperator`.
 
     Returns:
         ``(wrapped_model, transform)``: build the optimizer from ``wrapped_model.parameters()``
@@ -153,14 +163,17 @@ def wrap(
             f"models keep their feature extractor in model.backbone; pass backbone='<name>' "
             f"for another attribute"
         )
-    branch = equimod_branch(
+    builders = {"equimod": equimod_branch, "steering": steering_branch}
+    if term not in builders:
+        raise ValueError(f"term must be one of {sorted(builders)}, got {term!r}")
+    branch = builders[term](
         feature_extractor,
         augment,
         feature_dim=feature_dim,
         weight=weight,
         loss=loss,
         normalize=normalize,
-        **head_kwargs,
+        **term_kwargs,
     )
     size = input_size if input_size is not None else branch.output_size
     assert size is not None  # equimod_branch checked that a crop sets it

@@ -1,0 +1,109 @@
+"""Test-time augmentation in embedding space with a trained steering operator.
+
+Instead of augmenting each image K times and encoding K images, encode it once and apply K
+learned maps ``M(a_k)`` to its embedding in one batched product (Bhardwaj et al., 2023).
+The K steered embeddings are aggregated into a mean embedding, and their spread is a
+score for out-of-distribution detection.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from equimod_plugin.augment import ParamAugment
+from equimod_plugin.steering import SteeringOperator
+
+__all__ = ["SteeredTTA", "TTAOutput", "dispersion", "tta_params"]
+
+
+class TTAOutput(NamedTuple):
+    """Result of :class:`SteeredTTA`.
+
+    Attributes:
+        embedding: ``(B, D)`` mean of the K steered embeddings.
+        score: ``(B,)`` their dispersion (higher: less typical; an OOD score).
+        steered: ``(B, K, D)`` the steered embeddings.
+    """
+
+    embedding: Tensor
+    score: Tensor
+    steered: Tensor
+
+
+def dispersion(steered: Tensor) -> Tensor:
+    """Mean cosine distance of K embeddings to their mean direction: ``(B, K, D) -> (B,)``.
+
+    0 when all K agree in direction; grows as the steered embeddings spread apart.
+    """
+    if steered.ndim != 3:
+        raise ValueError(f"steered must have shape (B, K, D), got {tuple(steered.shape)}")
+    unit = F.normalize(steered, dim=-1)
+    center = F.normalize(unit.mean(dim=1, keepdim=True), dim=-1)
+    return (1 - (unit * center).sum(dim=-1)).mean(dim=1)
+
+
+def tta_params(
+    augment: ParamAugment,
+    k: int,
+    image_size: tuple[int, int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Draw K parameter sets ``(K, P)`` from ``augment`` for images of ``image_size``."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    probe = torch.zeros(k, 3, *image_size, device=device)
+    return augment.sample(probe, generator=generator)
+
+
+class SteeredTTA(nn.Module):
+    """Encode once, steer to K augmentations, aggregate.
+
+    Args:
+        encoder: maps normalised images ``(B, 3, H, W)`` to features (flattened to ``(B, D)``),
+            e.g. the trained backbone.
+        operator: the trained :class:`~equimod_plugin.steering.SteeringOperator` (e.g.
+            ``branch.term.operator``).
+        params: ``(K, P)`` the K augmentations, e.g. from :func:`tta_params`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from equimod_plugin import SteeringOperator, augment
+        >>> aug = augment.byol(16, view=1)
+        >>> encoder = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> params = tta_params(aug, 16, (16, 16))  # K = 16 augmentations
+        >>> tta = SteeredTTA(encoder, SteeringOperator(8, 18, rank=2), params)
+        >>> out = tta(torch.randn(4, 3, 16, 16))
+        >>> out.embedding.shape, out.score.shape, out.steered.shape
+        (torch.Size([4, 8]), torch.Size([4]), torch.Size([4, 16, 8]))
+    """
+
+    def __init__(self, encoder: nn.Module, operator: SteeringOperator, params: Tensor) -> None:
+        super().__init__()
+        if params.ndim != 2 or params.shape[1] != operator.param_dim or params.shape[0] < 1:
+            raise ValueError(
+                f"params must have shape (K, {operator.param_dim}) with K >= 1, got "
+                f"{tuple(params.shape)}"
+            )
+        self.encoder = encoder
+        self.operator = operator
+        self.register_buffer("params", params.detach().clone())
+
+    def steer(self, features: Tensor) -> TTAOutput:
+        """Steer precomputed features ``(B, D)`` to the K augmentations."""
+        steered = self.operator.steer_many(features, self.params)
+        return TTAOutput(steered.mean(dim=1), dispersion(steered), steered)
+
+    def forward(self, images: Tensor) -> TTAOutput:
+        """Encode ``images`` ``(B, 3, H, W)`` (already normalised) once and steer."""
+        if images.ndim != 4 or not images.is_floating_point():
+            raise ValueError(
+                "images must be a float tensor (B, 3, H, W), normalised like the training "
+                f"views, got shape {tuple(images.shape)} dtype {images.dtype}"
+            )
+        return self.steer(self.encoder(images).flatten(1))

@@ -1,4 +1,5 @@
-"""Frozen-feature evaluation: feature extraction, linear probe, kNN accuracy and eta squared.
+"""Frozen-feature evaluation: feature extraction, linear probe, kNN accuracy, eta squared and
+the ROC AUC of a detection score.
 
 Pure torch and deterministic: the linear probe is a convex problem solved by full-batch
 L-BFGS from zero weights, so it needs no seed, and the kNN classifier breaks vote ties
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from equimod_plugin._checks import check_matrix, check_same_device
 
-__all__ = ["eta_squared", "extract_features", "knn_accuracy", "linear_probe"]
+__all__ = ["eta_squared", "extract_features", "knn_accuracy", "linear_probe", "roc_auc"]
 
 _KNN_CHUNK_ELEMENTS = 2**24  # similarity entries per chunk of test rows (64 MB in float32)
 
@@ -229,3 +230,48 @@ def eta_squared(features: Tensor, labels: Tensor) -> float:
     counts = torch.bincount(inverse, minlength=len(classes)).to(x.dtype)
     between = (sums.square().sum(1) / counts).sum()
     return min(max((between / total).item(), 0.0), 1.0)
+
+
+def _check_scores(scores: Tensor, name: str) -> None:
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (N,), got {type(scores)}")
+    if scores.ndim != 1 or scores.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor (N,), got {tuple(scores.shape)}")
+    if scores.dtype == torch.bool or scores.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {scores.dtype}")
+    if scores.is_floating_point() and bool(scores.isnan().any()):
+        raise ValueError(f"{name} must not contain NaN")
+
+
+def roc_auc(scores_negative: Tensor, scores_positive: Tensor) -> float:
+    """Area under the ROC curve of a score that should be higher for positives, in [0, 1].
+
+    The Mann-Whitney U statistic divided by ``N_neg * N_pos``: the probability that a random
+    positive scores higher than a random negative, a tie counting one half. Computed from
+    the ranks of the pooled scores (tied scores share their average rank) in float64, so it
+    costs a sort, not ``N_neg * N_pos`` comparisons. 1 for a perfect detector, 0.5 for one
+    that ranks at chance (or gives everything the same score), 0 for a reversed one.
+
+    Args:
+        scores_negative: ``(N_neg,)`` scores of the negatives (e.g. in-distribution).
+        scores_positive: ``(N_pos,)`` scores of the positives (e.g. out-of-distribution).
+
+    Both must be non-empty 1-D real tensors on one device, without NaN (infinities rank as
+    the largest or smallest scores).
+
+    >>> roc_auc(torch.tensor([0.1, 0.4, 0.35]), torch.tensor([0.8, 0.4]))  # 5.5 of 6 pairs
+    0.9166666666666666
+    >>> roc_auc(torch.zeros(3), torch.zeros(2))
+    0.5
+    """
+    _check_scores(scores_negative, "scores_negative")
+    _check_scores(scores_positive, "scores_positive")
+    check_same_device(scores_negative=scores_negative, scores_positive=scores_positive)
+    n_neg, n_pos = scores_negative.shape[0], scores_positive.shape[0]
+    pooled = torch.cat([scores_negative.detach(), scores_positive.detach()]).to(torch.float64)
+    _, inverse, counts = pooled.unique(sorted=True, return_inverse=True, return_counts=True)
+    counts = counts.to(torch.float64)
+    average_rank = counts.cumsum(0) - (counts - 1) / 2  # 1-based ranks, ties averaged
+    rank_sum = average_rank[inverse[n_neg:]].sum().item()
+    u = rank_sum - n_pos * (n_pos + 1) / 2
+    return min(max(u / (n_neg * n_pos), 0.0), 1.0)

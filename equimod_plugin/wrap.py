@@ -217,6 +217,11 @@ class EquivarianceBranch(nn.Module):
             batch = (batch - self.mean.to(batch.dtype)) / self.std.to(batch.dtype)
         self._shared.served = []
         features = self.backbone(batch)
+        if not bool(torch.isfinite(features).all()):
+            raise FloatingPointError(
+                "the backbone returned NaN or Inf features for the originals and views: "
+                "training has diverged (lower the learning rate?) or the weights are corrupt"
+            )
         chunks = batch.chunk(1 + self.num_views)
         self.features = list(features.chunk(1 + self.num_views))
         self.params = torch.stack(params)

@@ -104,8 +104,7 @@ def main() -> None:
     model = BYOL(convnet(), dim=32)
     model.to(device)
     random_init = copy.deepcopy(model.backbone)
-    views = (augment.byol(32, view=1, variant="cifar"), augment.byol(32, view=2, variant="cifar"))
-    model, _ = wrap(model, views, hidden_dim=512)  # equimod
+    model, _ = wrap(model, augment.byol_views(32, variant="cifar"), hidden_dim=512)  # equimod
     dataloader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(train[0]),
         batch_size=args.batch_size,
@@ -127,7 +126,8 @@ def main() -> None:
             z0 = model.forward_momentum(x0)
             p1 = model(x1)
             z1 = model.forward_momentum(x1)
-            loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0)) + model.equivariance_loss()  # equimod
+            loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+            loss = loss + model.equivariance_loss()  # equimod
             total_loss += loss.detach()
             loss.backward()
             optimizer.step()

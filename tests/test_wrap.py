@@ -321,6 +321,14 @@ def test_bad_images_are_rejected(images, match):
         model.views(images)
 
 
+def test_diverged_backbone_is_reported():
+    model, _ = wrap(BYOL(convnet()), byol_augments(), **WIDTHS)
+    with torch.no_grad():
+        model.backbone[0].weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="diverged"):
+        model.views(torch.rand(2, 3, SIZE, SIZE))
+
+
 def test_loss_without_views_is_rejected():
     model, _ = wrap(BYOL(convnet()), byol_augments(), **WIDTHS)
     with pytest.raises(RuntimeError, match="views"):

@@ -19,7 +19,7 @@ from equimod_plugin.augment.ops import (
     RandomSolarize,
 )
 from equimod_plugin.augment.pipeline import ParamAugment
-from equimod_plugin.augment.presets import byol, simclr
+from equimod_plugin.augment.presets import byol, byol_views, simclr
 
 __all__ = [
     "ColorJitter",
@@ -33,5 +33,6 @@ __all__ = [
     "RandomResizedCrop",
     "RandomSolarize",
     "byol",
+    "byol_views",
     "simclr",
 ]

@@ -18,7 +18,7 @@ parameter width P         15                  17                  18
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from equimod_plugin.augment.layout import Encoding
 from equimod_plugin.augment.ops import (
@@ -179,3 +179,17 @@ def byol(
         )
     )
     return ParamAugment(ops, encoding)
+
+
+def byol_views(
+    size: int | tuple[int, int], variant: Variant = "imagenet", **kwargs: Any
+) -> tuple[ParamAugment, ParamAugment]:
+    """Both BYOL views, ``(byol(size, 1, variant, **kwargs), byol(size, 2, variant, **kwargs))``.
+
+    Example:
+        >>> from equimod_plugin import augment
+        >>> view_1, view_2 = augment.byol_views(32, variant="cifar")
+        >>> view_1.ops[4].p, view_2.ops[4].p  # blur probabilities
+        (1.0, 0.1)
+    """
+    return byol(size, 1, variant, **kwargs), byol(size, 2, variant, **kwargs)

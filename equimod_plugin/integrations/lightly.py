@@ -8,13 +8,13 @@ transform that yields the originals (the views are made on the device):
 .. code-block:: diff
 
     -transform = BYOLTransform(...)
-    +model, transform = wrap(model, (augment.byol(32, view=1), augment.byol(32, view=2)))
+    +model, transform = wrap(model, augment.byol_views(32, variant="cifar"))
      ...
     -    x0, x1 = batch[0]
     +    x0, x1 = model.views(batch[0])
      ...
-    -    loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
-    +    loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0)) + model.equivariance_loss()
+         loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+    +    loss = loss + model.equivariance_loss()
 
 The wrapped model behaves like the original: calls, ``model.backbone``,
 ``model.forward_momentum`` and every other attribute reach the wrapped model, and
@@ -119,8 +119,8 @@ def wrap(
 
     Args:
         model: an ``nn.Module`` whose feature extractor is ``getattr(model, backbone)``.
-        augment: the views' augmentation(s), e.g. ``(augment.byol(32, view=1),
-            augment.byol(32, view=2))``; one module is used for both views.
+        augment: the views' augmentation(s), e.g. ``augment.byol_views(32, variant="cifar")``;
+            one module is used for both views.
         term: ``"equimod"`` (:func:`~equimod_plugin.wrap.equimod_branch`) or ``"steering"``
             (:func:`~equimod_plugin.wrap.steering_branch`).
         backbone: name of the feature-extractor attribute.

@@ -1,0 +1,133 @@
+"""BYOL on CIFAR-10 with lightly, plus EquiMod's equivariance term.
+
+This is lightly's example ``examples/pytorch/byol.py`` with EquiMod added. The three lines
+marked ``# equimod`` are the whole change to lightly's training code:
+
+1. ``wrap(model, ...)`` replaces ``BYOLTransform``: the dataset now yields the original
+   images and the model makes both views on the device, recording their parameters;
+2. ``model.views(batch[0])`` makes the views instead of unpacking them from the batch;
+3. ``model.equivariance_loss()`` is added to BYOL's loss.
+
+Everything else around them is scaffolding of this script: ``main()`` (safe for data-loading
+workers that are spawned), the command line, the smoke data, a progress bar, the equivariance
+metrics on the epoch line (those of the epoch's last step) and a non-zero exit if the loss is
+not finite.
+
+Smoke test (CPU, no download, well under a minute)::
+
+    python examples/lightly_byol.py --smoke
+
+Full run (downloads CIFAR-10 to ``--data-dir``; a GPU is used when available)::
+
+    python examples/lightly_byol.py --data-dir datasets/cifar10 --epochs 10
+
+Requires ``pip install -e ".[examples]"``. As in lightly's example, the model and training
+settings are chosen to run on a small dataset with a single GPU, not those of the papers.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+
+import torch
+import torchvision
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from _common import format_metrics, load_dataset, parse_args
+from equimod_plugin.augment import byol_views
+from equimod_plugin.integrations.lightly import wrap
+
+
+class BYOL(nn.Module):
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+
+        self.backbone = backbone
+        self.projection_head = BYOLProjectionHead(512, 1024, 256)
+        self.prediction_head = BYOLPredictionHead(256, 1024, 256)
+
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.backbone(x).flatten(start_dim=1)
+        z = self.projection_head(y)
+        p = self.prediction_head(z)
+        return p
+
+    def forward_momentum(self, x: Tensor) -> Tensor:
+        y = self.backbone_momentum(x).flatten(start_dim=1)
+        z = self.projection_head_momentum(y)
+        z = z.detach()
+        return z
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+
+    resnet = torchvision.models.resnet18()
+    backbone = nn.Sequential(*list(resnet.children())[:-1])
+    model = BYOL(backbone)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+
+    # BYOL's two asymmetric views, made on the device (EquiMod's CIFAR-10 recipe: blur kernel 3).
+    model, transform = wrap(model, byol_views(32, variant="cifar"))  # equimod
+    dataset = load_dataset(args, transform)
+    # or create a dataset from a folder containing images or videos:
+    # dataset = LightlyDataset("path/to/folder", transform=transform)
+
+    dataloader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.num_workers,
+    )
+
+    criterion = NegativeCosineSimilarity()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
+
+    epochs = args.epochs
+
+    print("Starting Training")
+    for epoch in range(epochs):
+        total_loss = 0
+        momentum_val = cosine_schedule(epoch, epochs, 0.996, 1)
+        for batch in tqdm(dataloader, desc=f"epoch {epoch:>02}", leave=False):
+            x0, x1 = model.views(batch[0])  # equimod
+            update_momentum(model.backbone, model.backbone_momentum, m=momentum_val)
+            update_momentum(model.projection_head, model.projection_head_momentum, m=momentum_val)
+            x0 = x0.to(device)
+            x1 = x1.to(device)
+            p0 = model(x0)
+            z0 = model.forward_momentum(x0)
+            p1 = model(x1)
+            z1 = model.forward_momentum(x1)
+            loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+            loss = loss + model.equivariance_loss()  # equimod
+            total_loss += loss.detach()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        avg_loss = total_loss / len(dataloader)
+        metrics = format_metrics(model.equivariance_metrics(), prefix="equimod/")
+        print(f"epoch: {epoch:>02}, loss: {avg_loss:.5f}, {metrics}")
+
+    if not math.isfinite(avg_loss):
+        sys.exit(f"the loss is not finite: {avg_loss}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""BYOL on CIFAR-10 with lightly and PyTorch Lightning, plus EquiMod's equivariance term.
+
+This is lightly's example ``examples/pytorch_lightning/byol.py`` with EquiMod added; the
+lines marked ``# equimod`` are the change:
+
+1. ``__init__`` registers an equivariance branch on ``self.backbone`` with BYOL's two views;
+2. the dataset transform is ``OriginalTransform(32)``: it yields the original images and the
+   branch makes both views on the device, recording their parameters;
+3. ``training_step`` takes the views from ``self.equivariance.views(batch[0])``, adds
+   ``self.equivariance.loss()`` to BYOL's loss and logs the equivariance metrics.
+
+The script also logs the loss (progress bar), runs the momentum schedule over ``--epochs``
+(lightly's example hard-codes 10), prints the epoch means of the loss and the equivariance
+metrics at the end, and exits non-zero if the loss is not finite.
+
+Smoke test (CPU, no download, well under a minute)::
+
+    python examples/lightly_byol_lightning.py --smoke
+
+Full run (downloads CIFAR-10 to ``--data-dir``; Lightning picks a GPU when available)::
+
+    python examples/lightly_byol_lightning.py --data-dir datasets/cifar10 --epochs 10
+
+Requires ``pip install -e ".[examples]"``. As in lightly's example, the model and training
+settings are chosen to run on a small dataset with a single GPU, not those of the papers.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+
+import pytorch_lightning as pl
+import torch
+import torchvision
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import Tensor, nn
+
+from _common import format_metrics, load_dataset, parse_args
+from equimod_plugin import equimod_branch
+from equimod_plugin.augment import byol_views
+from equimod_plugin.integrations.lightly import OriginalTransform
+
+
+class BYOL(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        resnet = torchvision.models.resnet18()
+        self.backbone = nn.Sequential(*list(resnet.children())[:-1])
+        self.projection_head = BYOLProjectionHead(512, 1024, 256)
+        self.prediction_head = BYOLPredictionHead(256, 1024, 256)
+
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+
+        self.criterion = NegativeCosineSimilarity()
+
+        views = byol_views(32, variant="cifar")  # equimod
+        self.equivariance = equimod_branch(self.backbone, views)  # equimod
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.backbone(x).flatten(start_dim=1)
+        z = self.projection_head(y)
+        p = self.prediction_head(z)
+        return p
+
+    def forward_momentum(self, x: Tensor) -> Tensor:
+        y = self.backbone_momentum(x).flatten(start_dim=1)
+        z = self.projection_head_momentum(y)
+        z = z.detach()
+        return z
+
+    def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
+        momentum = cosine_schedule(self.current_epoch, self.trainer.max_epochs, 0.996, 1)
+        update_momentum(self.backbone, self.backbone_momentum, m=momentum)
+        update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
+        (x0, x1) = self.equivariance.views(batch[0])  # equimod
+        p0 = self.forward(x0)
+        z0 = self.forward_momentum(x0)
+        p1 = self.forward(x1)
+        z1 = self.forward_momentum(x1)
+        loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
+        loss = loss + self.equivariance.loss()  # equimod
+        self.log("loss", loss, prog_bar=True, on_epoch=True)
+        metrics = {f"equimod/{k}": v for k, v in self.equivariance.metrics().items()}  # equimod
+        self.log_dict(metrics, on_step=False, on_epoch=True)  # equimod
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.06)
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+
+    model = BYOL()
+
+    transform = OriginalTransform(32)  # equimod
+    dataset = load_dataset(args, transform)
+    # or create a dataset from a folder containing images or videos:
+    # dataset = LightlyDataset("path/to/folder", transform=transform)
+
+    dataloader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.num_workers,
+    )
+
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        devices=1,
+        accelerator="auto",
+        logger=not args.smoke,
+        enable_checkpointing=not args.smoke,
+    )
+    trainer.fit(model=model, train_dataloaders=dataloader)
+
+    metrics = trainer.callback_metrics  # epoch means of the last epoch
+    equimod = {name: value for name, value in metrics.items() if name.startswith("equimod/")}
+    loss = float(metrics["loss_epoch"])
+    print(f"epoch: {trainer.current_epoch - 1:>02}, loss: {loss:.5f}, {format_metrics(equimod)}")
+    if not math.isfinite(loss):
+        sys.exit(f"the loss is not finite: {loss}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""SimCLR on CIFAR-10 with lightly and PyTorch Lightning, plus EquiMod's equivariance term.
+
+This is lightly's example ``examples/pytorch_lightning/simclr.py`` with EquiMod added; the
+lines marked ``# equimod`` are the change:
+
+1. ``__init__`` registers an equivariance branch on ``self.backbone`` with SimCLR's
+   augmentation for both views;
+2. the dataset transform is ``OriginalTransform(32)``: it yields the original images and the
+   branch makes both views on the device, recording their parameters;
+3. ``training_step`` takes the views from ``self.equivariance.views(batch[0])``, adds
+   ``self.equivariance.loss()`` to SimCLR's loss and logs the equivariance metrics.
+
+The script also logs the loss (progress bar), prints the epoch means of the loss and the
+equivariance metrics at the end, and exits non-zero if the loss is not finite.
+
+Smoke test (CPU, no download, well under a minute)::
+
+    python examples/lightly_simclr_lightning.py --smoke
+
+Full run (downloads CIFAR-10 to ``--data-dir``; Lightning picks a GPU when available)::
+
+    python examples/lightly_simclr_lightning.py --data-dir datasets/cifar10 --epochs 10
+
+Requires ``pip install -e ".[examples]"``. As in lightly's example, the model and training
+settings are chosen to run on a small dataset with a single GPU, not those of the papers.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytorch_lightning as pl
+import torch
+import torchvision
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from torch import Tensor, nn
+
+from _common import format_metrics, load_dataset, parse_args
+from equimod_plugin import equimod_branch
+from equimod_plugin.augment import simclr
+from equimod_plugin.integrations.lightly import OriginalTransform
+
+
+class SimCLR(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        resnet = torchvision.models.resnet18()
+        self.backbone = nn.Sequential(*list(resnet.children())[:-1])
+        self.projection_head = SimCLRProjectionHead(512, 2048, 2048)
+        self.criterion = NTXentLoss()
+        self.equivariance = equimod_branch(self.backbone, simclr(32, variant="cifar"))  # equimod
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.backbone(x).flatten(start_dim=1)
+        z = self.projection_head(x)
+        return z
+
+    def training_step(self, batch: list[Tensor], batch_index: int) -> Tensor:
+        (x0, x1) = self.equivariance.views(batch[0])  # equimod
+        z0 = self.forward(x0)
+        z1 = self.forward(x1)
+        loss = self.criterion(z0, z1)
+        loss = loss + self.equivariance.loss()  # equimod
+        self.log("loss", loss, prog_bar=True, on_epoch=True)
+        metrics = {f"equimod/{k}": v for k, v in self.equivariance.metrics().items()}  # equimod
+        self.log_dict(metrics, on_step=False, on_epoch=True)  # equimod
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optim = torch.optim.SGD(self.parameters(), lr=0.06)
+        return optim
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+
+    model = SimCLR()
+
+    transform = OriginalTransform(32)  # equimod
+    dataset = load_dataset(args, transform)
+    # or create a dataset from a folder containing images or videos:
+    # dataset = LightlyDataset("path/to/folder", transform=transform)
+
+    dataloader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.num_workers,
+    )
+
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        devices=1,
+        accelerator="auto",
+        logger=not args.smoke,
+        enable_checkpointing=not args.smoke,
+    )
+    trainer.fit(model=model, train_dataloaders=dataloader)
+
+    metrics = trainer.callback_metrics  # epoch means of the last epoch
+    equimod = {name: value for name, value in metrics.items() if name.startswith("equimod/")}
+    loss = float(metrics["loss_epoch"])
+    print(f"epoch: {trainer.current_epoch - 1:>02}, loss: {loss:.5f}, {format_metrics(equimod)}")
+    if not math.isfinite(loss):
+        sys.exit(f"the loss is not finite: {loss}")
+
+
+if __name__ == "__main__":
+    main()

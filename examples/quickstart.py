@@ -84,7 +84,7 @@ def probe(backbone: nn.Module, train, test) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST idx files (optional)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--train-images", type=int, default=5000)
     parser.add_argument("--smoke", action="store_true", help="tiny run for tests")

@@ -5,7 +5,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from equimod_plugin import evaluation
-from equimod_plugin.evaluation import eta_squared, extract_features, knn_accuracy, linear_probe
+from equimod_plugin.evaluation import (
+    eta_squared,
+    extract_features,
+    knn_accuracy,
+    linear_probe,
+    roc_auc,
+)
 
 
 def clusters(n: int, d: int, classes: int, spread: float, seed: int):
@@ -226,3 +232,76 @@ def test_features_with_gradients_are_accepted():
     assert linear_probe(*args) > 0.9
     assert knn_accuracy(*args, k=5) > 0.9
     assert 0.9 < eta_squared(features, labels) <= 1.0
+
+
+# roc_auc
+
+
+def pairwise_auc(negative: torch.Tensor, positive: torch.Tensor) -> float:
+    """The definition: share of (negative, positive) pairs ranked right, ties counting 1/2."""
+    diff = positive[:, None].double() - negative[None, :].double()
+    return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean().item()
+
+
+def test_roc_auc_separated_reversed_and_tied():
+    low, high = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([3.0, 4.0])
+    assert roc_auc(low, high) == 1.0
+    assert roc_auc(high, low) == 0.0
+    assert roc_auc(torch.ones(4), torch.ones(7)) == 0.5
+    assert roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 0.5
+
+
+def test_roc_auc_ties_by_hand():
+    # positives 2 and 5 against negatives 1, 2, 2, 6: 2 beats 1 and ties twice (2), 5 beats 3.
+    negative = torch.tensor([1.0, 2.0, 2.0, 6.0])
+    positive = torch.tensor([2.0, 5.0])
+    assert roc_auc(negative, positive) == pytest.approx(5 / 8)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n_neg=st.integers(1, 40),
+    n_pos=st.integers(1, 40),
+    levels=st.integers(1, 6),
+    shift=st.sampled_from([0.0, 0.5, 1.0]),
+    seed=st.integers(0, 2**31),
+)
+def test_roc_auc_matches_pairwise_counting(n_neg, n_pos, levels, shift, seed):
+    g = torch.Generator().manual_seed(seed)
+    negative = torch.randint(levels, (n_neg,), generator=g).float()  # few levels: many ties
+    positive = torch.randint(levels, (n_pos,), generator=g).float() + shift
+    assert roc_auc(negative, positive) == pytest.approx(pairwise_auc(negative, positive), abs=1e-12)
+
+
+def test_roc_auc_is_rank_based():
+    g = torch.Generator().manual_seed(11)
+    negative, positive = torch.randn(300, generator=g), torch.randn(200, generator=g) + 0.7
+    auc = roc_auc(negative, positive)
+    assert 0.6 < auc < 0.85
+    assert roc_auc(negative.exp() * 5 - 3, positive.exp() * 5 - 3) == auc
+    assert roc_auc(positive, negative) == pytest.approx(1 - auc)
+    assert roc_auc(negative.double(), positive.double()) == pytest.approx(auc)
+    assert roc_auc(torch.tensor([1, 2]), torch.tensor([3])) == 1.0  # integer scores
+    infinite = torch.tensor([float("inf")])
+    assert roc_auc(negative, infinite) == 1.0 and roc_auc(infinite, positive) == 0.0
+
+
+def test_roc_auc_accepts_scores_with_gradients():
+    negative = torch.tensor([0.0, 1.0], requires_grad=True)
+    assert roc_auc(negative, torch.tensor([2.0])) == 1.0
+
+
+def test_roc_auc_validation():
+    ok = torch.tensor([0.0, 1.0])
+    with pytest.raises(TypeError, match="scores_negative must be a torch.Tensor"):
+        roc_auc([0.0, 1.0], ok)
+    with pytest.raises(ValueError, match="scores_positive must be a non-empty 1-D"):
+        roc_auc(ok, torch.zeros(0))
+    with pytest.raises(ValueError, match="scores_negative must be a non-empty 1-D"):
+        roc_auc(torch.zeros(2, 2), ok)
+    with pytest.raises(ValueError, match="scores_positive must not contain NaN"):
+        roc_auc(ok, torch.tensor([float("nan")]))
+    with pytest.raises(TypeError, match="real numbers"):
+        roc_auc(ok > 0, ok)
+    with pytest.raises(TypeError, match="real numbers"):
+        roc_auc(ok, ok.to(torch.complex64))

@@ -116,14 +116,19 @@ class SteeringOperator(nn.Module):
             check_matrix(features, "features", cols=self.dim, what="D")
             check_same_device(features=features, params=params)
 
-    def _offset(self, params: Tensor) -> Tensor:
-        """``d = a - a_id`` and ``d = 0`` stacked, so hypernetworks can subtract H(0)."""
+    def _hyper(self, params: Tensor) -> Tensor:
+        """``H(d) - H(0)`` with ``d = a - a_id``: exactly 0 where ``d`` is 0.
+
+        The subtraction alone is not exact everywhere (matrix products may round rows
+        differently), so rows with ``d = 0`` are set to 0 explicitly.
+        """
         d = params.to(self.identity.dtype) - self.identity
-        return torch.cat([d, torch.zeros_like(d[:1])])
+        out = self.hyper(torch.cat([d, torch.zeros_like(d[:1])]))
+        delta = out[:-1] - out[-1:]
+        return torch.where((d == 0).all(dim=1, keepdim=True), 0.0, delta)
 
     def _low_rank(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.hyper(self._offset(params))
-        uv = (out[:-1] - out[-1:]).unflatten(1, (2, self.dim, self.rank))
+        uv = self._hyper(params).unflatten(1, (2, self.dim, self.rank))
         return uv[:, 0], uv[:, 1]
 
     def maps(self, params: Tensor) -> Tensor:
@@ -134,8 +139,7 @@ class SteeringOperator(nn.Module):
             u, v = self._low_rank(params)
             return eye + u @ v.transpose(1, 2)
         if self.kind == "full":
-            out = self.hyper(self._offset(params))
-            return eye + (out[:-1] - out[-1:]).unflatten(1, (self.dim, self.dim))
+            return eye + self._hyper(params).unflatten(1, (self.dim, self.dim))
         c = self.coefficients(params.to(self.identity.dtype) - self.identity)
         return torch.linalg.matrix_exp(torch.einsum("bm,mij->bij", c, self.generators))
 

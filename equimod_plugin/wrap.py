@@ -11,6 +11,7 @@ backbone pass over ``(1 + V) * B`` images.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,16 +46,18 @@ class _SharedPass:
     def __init__(self, module: nn.Module) -> None:
         self.module = module
         self.served: list[tuple[Tensor, Tensor]] = []
+        self.hits = 0
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         if not args and not kwargs:
             for view, features in self.served:
                 if x is view:
+                    self.hits += 1
                     return features
         return type(self.module).forward(self.module, x, *args, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"module": self.module, "served": []}
+        return {"module": self.module, "served": [], "hits": 0}
 
 
 def _shared_pass(backbone: nn.Module) -> _SharedPass:
@@ -181,6 +184,7 @@ class EquivarianceBranch(nn.Module):
         self._shared = _shared_pass(backbone)
         self.features: list[Tensor] = []
         self.params: Tensor | None = None
+        self._warned = False
 
     @property
     def num_views(self) -> int:
@@ -215,7 +219,7 @@ class EquivarianceBranch(nn.Module):
         batch = torch.cat([original, *views])
         if self.normalize:
             batch = (batch - self.mean.to(batch.dtype)) / self.std.to(batch.dtype)
-        self._shared.served = []
+        self._shared.served, self._shared.hits = [], 0
         features = self.backbone(batch)
         if not bool(torch.isfinite(features).all()):
             raise FloatingPointError(
@@ -235,6 +239,15 @@ class EquivarianceBranch(nn.Module):
         """
         if self.params is None:
             raise RuntimeError("loss() needs a views() call in the same step first")
+        if self._shared.hits == 0 and torch.is_grad_enabled() and not self._warned:
+            self._warned = True
+            warnings.warn(
+                "the model never called its backbone on the views returned by views(): they "
+                "were computed again (e.g. converted to channels_last, cast or copied before "
+                "the backbone), which costs an extra backbone pass per view; pass them "
+                "unchanged to share the batched pass",
+                stacklevel=2,
+            )
         f_o, *f_views = (f.flatten(1) for f in self.features)
         loss = self.weight * self.term(f_o, torch.stack(f_views), self.params)
         self._shared.served = []

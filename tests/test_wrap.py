@@ -124,6 +124,19 @@ def test_served_features_are_the_batched_pass():
     assert model.backbone(x0) is not served  # the step ended: computed again
 
 
+def test_views_that_are_not_passed_unchanged_warn_once():
+    model, _ = wrap(SimCLR(convnet()), augment.simclr(SIZE, variant="cifar"), **WIDTHS)
+    images = torch.rand(4, 3, SIZE, SIZE)
+    for _ in range(2):
+        x0, x1 = model.views(images)
+        model(x0.clone()), model(x1.clone())
+        if _ == 0:
+            with pytest.warns(UserWarning, match="computed again"):
+                model.equivariance_loss()
+        else:
+            model.equivariance_loss()  # warned once only
+
+
 def test_gradients_reach_backbone_and_head_not_momentum_branch():
     torch.manual_seed(2)
     model, _ = wrap(BYOL(convnet()), byol_augments(), **WIDTHS)
@@ -179,6 +192,7 @@ def test_training_decreases_the_loss_on_a_fixed_batch():
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
 
 
+@pytest.mark.filterwarnings("ignore:the model never called its backbone")
 def test_loss_equals_the_term_on_the_batched_features():
     torch.manual_seed(5)
     model, _ = wrap(SimCLR(convnet()), augment.simclr(SIZE, variant="cifar"), weight=0.5, **WIDTHS)
@@ -198,6 +212,7 @@ def test_loss_equals_the_term_on_the_batched_features():
     }
 
 
+@pytest.mark.filterwarnings("ignore:the model never called its backbone")
 @settings(max_examples=10, deadline=None)
 @given(
     batch=st.integers(2, 6),
@@ -225,6 +240,7 @@ def test_originals_of_another_size_are_resized_to_the_views():
     assert counter.sizes == [9]
 
 
+@pytest.mark.filterwarnings("ignore:the model never called its backbone")
 def test_state_dict_round_trip_gives_the_same_loss():
     torch.manual_seed(6)
     model, _ = wrap(SimCLR(convnet()), augment.simclr(SIZE, variant="cifar"), **WIDTHS)

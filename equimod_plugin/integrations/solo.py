@@ -20,9 +20,9 @@ What the mixin changes, and nothing else:
   then calls the method's own ``training_step`` with ``[indexes, [view 1, view 2], targets]``:
   the method's ``self.backbone(view)`` calls return their slices of that pass, so the method's
   loss, online classifier, kNN and momentum branch run unchanged. It returns the method's loss
-  plus ``weight`` times the equivariance loss, and logs ``train_equimod_loss``,
-  ``train_equimod_absolute``, ``train_equimod_relative`` (``train_steering_*`` for the steering
-  term).
+  plus ``weight`` times the equivariance loss, and logs the term's metrics in solo-learn's
+  style: ``train_equimod_loss``, ``train_equimod_absolute``, ``train_equimod_relative``, ...
+  (``train_steering_*`` for the steering term).
 - ``learnable_params`` gains ``{"name": "equivariance", ...}``, so solo-learn's optimizer trains
   the head; ``momentum_pairs`` is untouched (the head has no momentum copy).
 
@@ -48,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from equimod_plugin.augment import ParamAugment
-from equimod_plugin.augment.presets import Variant, byol, simclr
+from equimod_plugin.augment.presets import Variant, byol_views, simclr
 from equimod_plugin.integrations.lightly import OriginalTransform
 from equimod_plugin.wrap import (
     IMAGENET_NORMALIZE,
@@ -145,10 +145,7 @@ class EquiModSettings:
         if self.preset == "simclr":
             both = simclr(self.size, self.variant, **self.augment_kwargs)
             return [both, both]
-        return [
-            byol(self.size, view=view, variant=self.variant, **self.augment_kwargs)
-            for view in (1, 2)
-        ]
+        return list(byol_views(self.size, self.variant, **self.augment_kwargs))
 
 
 class EquivariantMixin:

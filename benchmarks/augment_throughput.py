@@ -1,0 +1,344 @@
+"""Augmentation throughput: the plugin's batched BYOL views against lightly's per-image ones.
+
+What is measured, at B = 256 images of S x S pixels for S = 32 and S = 224, in one run:
+
+- **lightly**: ``BYOLTransform(BYOLView1Transform(S), BYOLView2Transform(S))`` called on one
+  PIL image at a time, as a lightly ``Dataset`` does, then the two lists of views stacked into
+  ``(B, 3, S, S)`` batches as the ``DataLoader``'s collate would. Its output includes
+  ``ToTensor`` and the ImageNet ``Normalize``. Runs in this process with one torch thread, as
+  in a ``DataLoader`` worker (which sets one); PIL uses one core.
+- **plugin**: ``augment.byol(S, view=1)`` and ``augment.byol(S, view=2)`` (the ``"imagenet"``
+  recipe, blur kernel 23, which is lightly's recipe at every size) on the same images as one
+  float ``(B, 3, S, S)`` batch in [0, 1] (uint8 -> float conversion done beforehand, not
+  timed), followed by the same ImageNet normalisation; ``torch.set_num_threads(2)``, and
+  again with one thread for a per-core comparison.
+
+Both pipelines get the same S x S source images (seeded random square crops of
+``skimage.data`` colour photos, resized with PIL) and produce S x S views, so every crop is an
+upscale and antialiasing plays no part. Repetitions alternate (lightly, plugin, plugin with one
+thread, lightly, ...) after one warm-up of each; the report gives the median images/s (one
+image = both views) and the median over the interleaved repetitions of the speedup
+plugin / lightly.
+
+A statistics check compares, at 32 px over 1024 images, the un-normalised views of both
+pipelines (lightly's are de-normalised): the mean and std over images of the per-image mean
+and of the per-channel spatial std (averaged over channels), and the fraction of grayscale
+views. ``z`` is the difference over its standard error (both samples treated as independent).
+
+Run (needs ``pip install scikit-image``)::
+
+    PYTHONPATH=. python benchmarks/augment_throughput.py            # about 1-2 minutes
+    PYTHONPATH=. python benchmarks/augment_throughput.py --quick    # smoke run, temp dir
+
+Writes ``augment_throughput.md`` and ``augment_throughput.json`` to ``--out`` (default
+``benchmarks/results``; with ``--quick``, a new temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightly
+import numpy as np
+import torch
+from lightly.transforms.byol_transform import (
+    BYOLTransform,
+    BYOLView1Transform,
+    BYOLView2Transform,
+)
+from lightly.transforms.utils import IMAGENET_NORMALIZE
+from PIL import Image
+from skimage import data as skdata
+from torch import Tensor
+
+from equimod_plugin import augment
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
+MEAN = torch.tensor(IMAGENET_NORMALIZE["mean"]).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_NORMALIZE["std"]).view(1, 3, 1, 1)
+TARGETS = {32: 5.0, 224: 1.5}
+THREADS = 2
+SEED = 0
+GRAY_ATOL = 1e-4
+
+Pipeline = Callable[[], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Batch size, repetitions per image size and the statistics sample size."""
+
+    batch_size: int
+    reps: dict[int, int]
+    stats_images: int
+    stats_size: int = 32
+
+
+FULL = Config(batch_size=256, reps={32: 5, 224: 3}, stats_images=1024)
+QUICK = Config(batch_size=8, reps={32: 1, 224: 1}, stats_images=32)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per repetition of each timed run and the per-repetition speedups."""
+
+    size: int
+    batch_size: int
+    seconds: dict[str, list[float]]
+
+    def speedups(self, name: str) -> list[float]:
+        """lightly's time over run ``name``'s, per interleaved repetition."""
+        pairs = zip(self.seconds["lightly"], self.seconds[name], strict=True)
+        return [lightly / other for lightly, other in pairs]
+
+    def summary(self) -> dict[str, float]:
+        """Median images/s of every run and median speedup of the plugin runs."""
+        out = {
+            f"{name}_img_per_s": self.batch_size / statistics.median(s)
+            for name, s in self.seconds.items()
+        }
+        out |= {
+            f"{name}_speedup": statistics.median(self.speedups(name))
+            for name in self.seconds
+            if name != "lightly"
+        }
+        return out
+
+
+def load_photos() -> list[np.ndarray]:
+    """The ``skimage.data`` colour photographs, ``(H, W, 3)`` uint8."""
+    return [getattr(skdata, name)() for name in PHOTOS]
+
+
+def random_crops(photos: Sequence[np.ndarray], n: int, size: int, seed: int) -> list[Image.Image]:
+    """``n`` seeded random square crops (side 1/4 to all of the short side), resized to ``size``."""
+    rng = np.random.default_rng(seed)
+    crops = []
+    for _ in range(n):
+        photo = photos[rng.integers(len(photos))]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(min(h, w) // 4, min(h, w) + 1))
+        top, left = rng.integers(h - side + 1), rng.integers(w - side + 1)
+        crop = Image.fromarray(photo[top : top + side, left : left + side])
+        crops.append(crop.resize((size, size), Image.Resampling.BILINEAR))
+    return crops
+
+
+def to_batch(images: Sequence[Image.Image]) -> Tensor:
+    """PIL images -> one float batch ``(B, 3, S, S)`` in [0, 1]."""
+    array = np.stack([np.asarray(im) for im in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255).contiguous()
+
+
+def lightly_pipeline(images: Sequence[Image.Image], size: int) -> Pipeline:
+    """lightly's BYOL transform per image, views stacked into two normalised batches."""
+    transform = BYOLTransform(
+        view_1_transform=BYOLView1Transform(input_size=size),
+        view_2_transform=BYOLView2Transform(input_size=size),
+    )
+
+    def run() -> tuple[Tensor, Tensor]:
+        views = [transform(image) for image in images]
+        return torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
+
+    return run
+
+
+def plugin_pipeline(batch: Tensor, size: int, normalize: bool = True) -> Pipeline:
+    """The plugin's BYOL views 1 and 2 on the whole batch, optionally normalised."""
+    aug1, aug2 = augment.byol(size, view=1), augment.byol(size, view=2)
+
+    def run() -> tuple[Tensor, Tensor]:
+        v1, v2 = aug1(batch)[0], aug2(batch)[0]
+        if normalize:
+            return (v1 - MEAN) / STD, (v2 - MEAN) / STD
+        return v1, v2
+
+    return run
+
+
+def seconds(pipeline: Pipeline) -> float:
+    """Wall-clock seconds of one call."""
+    start = time.perf_counter()
+    pipeline()
+    return time.perf_counter() - start
+
+
+def time_size(photos: Sequence[np.ndarray], size: int, config: Config) -> Timing:
+    """Interleaved repetitions of every run on the same ``size`` x ``size`` images.
+
+    lightly runs with one torch thread, as in a ``DataLoader`` worker (which sets it); the
+    plugin with ``THREADS`` and with one (a per-core comparison). Repetition 0 is a warm-up.
+    """
+    images = random_crops(photos, config.batch_size, size, SEED + size)
+    plugin = plugin_pipeline(to_batch(images), size)
+    runs = {
+        "lightly": (lightly_pipeline(images, size), 1),
+        "plugin": (plugin, THREADS),
+        "plugin_1thread": (plugin, 1),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for rep in range(config.reps[size] + 1):
+        for name, (pipeline, threads) in runs.items():
+            torch.set_num_threads(threads)
+            elapsed = seconds(pipeline)
+            if rep:
+                times[name].append(elapsed)
+    torch.set_num_threads(THREADS)
+    return Timing(size, config.batch_size, times)
+
+
+def view_stats(views: Tensor) -> dict[str, tuple[float, float]]:
+    """(value, standard error) of the statistics of un-normalised views ``(N, 3, S, S)``."""
+    n = views.shape[0]
+    image_mean = views.mean(dim=(1, 2, 3)).double()
+    channel_std = views.std(dim=(2, 3)).mean(dim=1).double()
+    gray = ((views - views[:, :1]).abs().amax(dim=(1, 2, 3)) <= GRAY_ATOL).double().mean().item()
+    out = {"grayscale fraction": (gray, math.sqrt(gray * (1 - gray) / n))}
+    for name, q in (("per-image mean", image_mean), ("per-channel std", channel_std)):
+        sd = q.std().item()
+        out[f"mean of {name}"] = (q.mean().item(), sd / math.sqrt(n))
+        out[f"std of {name}"] = (sd, sd / math.sqrt(2 * (n - 1)))
+    return out
+
+
+def compare_stats(photos: Sequence[np.ndarray], config: Config) -> list[dict[str, object]]:
+    """Statistics of both views of both pipelines on the same images, with their z-scores."""
+    size = config.stats_size
+    images = random_crops(photos, config.stats_images, size, SEED + 1)
+    lightly_views = [v * STD + MEAN for v in lightly_pipeline(images, size)()]
+    plugin_views = plugin_pipeline(to_batch(images), size, normalize=False)()
+    rows = []
+    for view, lv, pv in zip((1, 2), lightly_views, plugin_views, strict=True):
+        ls, ps = view_stats(lv), view_stats(pv)
+        for name, (lval, lse) in ls.items():
+            pval, pse = ps[name]
+            z = (pval - lval) / math.hypot(lse, pse) if lse or pse else 0.0
+            rows.append({"view": view, "statistic": name, "lightly": lval, "plugin": pval, "z": z})
+    return rows
+
+
+def hardware() -> dict[str, object]:
+    """CPU model, cores available and used, load average, library versions and the date."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "lightly": lightly.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def markdown(hw: dict[str, object], timings: list[Timing], stats: list[dict[str, object]]) -> str:
+    """The report: hardware line, throughput table and statistics table."""
+    lines = [
+        "# BYOL augmentation throughput: equimod_plugin vs lightly",
+        "",
+        f"{hw['cpu']}, {hw['cpu_count']} cores, torch threads: lightly 1, plugin {THREADS} "
+        f"(and 1), load average {hw['load_average_1min']:.1f} at start, "
+        f"torch {hw['torch']}, lightly {hw['lightly']}, {hw['date']}.",
+        "",
+        "Images/s: one image = its two BYOL views. lightly: per PIL image, in-process, one torch "
+        "thread as in a DataLoader worker (PIL uses one core), views stacked; plugin: "
+        "`augment.byol(S, view=1|2)` (ImageNet recipe, blur kernel 23) on the float batch, "
+        f"{THREADS} torch threads (last columns: 1). Both include ImageNet normalisation. "
+        "Speedup: median over interleaved repetitions of lightly's time / the plugin's; the "
+        f"target applies to the {THREADS}-thread plugin.",
+        "",
+        "| size | B | reps | lightly img/s | plugin img/s | speedup | target | met "
+        "| plugin img/s, 1 thread | speedup, 1 thread |",
+        "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
+    ]
+    for t in timings:
+        s = t.summary()
+        target = TARGETS[t.size]
+        lines.append(
+            f"| {t.size} | {t.batch_size} | {len(t.seconds['lightly'])} "
+            f"| {s['lightly_img_per_s']:.0f} | {s['plugin_img_per_s']:.0f} "
+            f"| {s['plugin_speedup']:.2f}x | {target}x "
+            f"| {'yes' if s['plugin_speedup'] >= target else 'no'} "
+            f"| {s['plugin_1thread_img_per_s']:.0f} | {s['plugin_1thread_speedup']:.2f}x |"
+        )
+    lines += [
+        "",
+        "Un-normalised view statistics at 32 px (z = difference / standard error):",
+        "",
+        "| view | statistic | lightly | plugin | z |",
+        "|---:|:---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['view']} | {r['statistic']} | {r['lightly']:.4f} | {r['plugin']:.4f} "
+        f"| {r['z']:+.1f} |"
+        for r in stats
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (B = 8, 1 rep)")
+    parser.add_argument("--out", type=Path, help="output directory")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    config = QUICK if args.quick else FULL
+    out = args.out or (
+        Path(tempfile.mkdtemp(prefix="augment_throughput_"))
+        if args.quick
+        else Path(__file__).parent / "results"
+    )
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(SEED)
+    np.random.seed(SEED)
+    random.seed(SEED)
+    photos = load_photos()
+    hw = hardware()
+    timings = [time_size(photos, size, config) for size in sorted(config.reps)]
+    stats = compare_stats(photos, config)
+    report = markdown(hw, timings, stats)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "augment_throughput.md").write_text(report)
+    raw = {
+        "hardware": hw,
+        "config": asdict(config),
+        "timings": [
+            {
+                **asdict(t),
+                **{f"{n}_speedups": t.speedups(n) for n in t.seconds if n != "lightly"},
+                **t.summary(),
+            }
+            for t in timings
+        ],
+        "statistics": stats,
+    }
+    (out / "augment_throughput.json").write_text(json.dumps(raw, indent=2) + "\n")
+    print(report)
+    print(f"wrote {out / 'augment_throughput.md'} and {out / 'augment_throughput.json'}")
+
+
+if __name__ == "__main__":
+    main()

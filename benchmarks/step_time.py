@@ -1,0 +1,476 @@
+"""Training-step time of lightly's BYOL with and without the EquiMod term, on CPU.
+
+What is measured, per backbone and batch size B of 32 x 32 images, in one run with
+``torch.set_num_threads(2)`` (``--threads`` to change):
+
+- **plain**: one step of lightly's BYOL as in its ``examples/pytorch/byol.py`` (online
+  backbone + ``BYOLProjectionHead(D, 1024, 256)`` + ``BYOLPredictionHead(256, 1024, 256)``,
+  momentum copies updated with ``update_momentum``, symmetric ``NegativeCosineSimilarity``,
+  ``SGD(lr=0.06)``) on two views given as precomputed normalised tensors, so no
+  augmentation cost is included.
+- **wrapped (full)**: the same model wrapped with ``wrap(model, (augment.byol(32, view=1,
+  variant="cifar"), augment.byol(32, view=2, variant="cifar")))`` (equivariance head at its
+  default widths: hidden 2048, output 128). One step is ``x0, x1 = model.views(images)``, the
+  same BYOL code, ``+ model.equivariance_loss()``, backward and SGD step. The backbone runs
+  once on ``cat[original, view1, view2]`` (3B images) instead of twice on B.
+- **aug**: the time spent inside the two augmentation modules during that wrapped step,
+  measured in the same step with forward pre/post hooks on them.
+- **wrapped - aug**: wrapped (full) minus aug, the step cost comparable to plain.
+- **head**: ``EquiModTerm`` forward + backward alone (``model.equivariance.term(features_o,
+  features_views, params)`` on precomputed features that require grad), the cost of the
+  equivariance head and its NT-Xent loss.
+
+Backbones: a 6-layer, 32-wide convnet (conv3x3-BN-ReLU x 6 at full resolution, global average
+pool, D = 32) and torchvision's resnet18 with its ImageNet stem (D = 512). After warm-up the
+three measurements are interleaved (plain, wrapped, head, plain, ...); the report gives
+medians over repetitions, and the ratios wrapped / plain and head / (wrapped - aug) are
+computed per interleaved repetition, then their median taken. Targets: (wrapped - aug) /
+plain <= 1.6 and head <= 5 % of the wrapped step. The ideal ratio is about 1.4: the online
+backbone's forward and backward see 3B images instead of 2B, the momentum backbone's
+forward still 2B.
+
+Process CPU time (all threads) is recorded next to wall-clock time as a cross-check. On a
+machine shared with other jobs, two OpenMP threads on two cores stall at every parallel
+region while one of them is descheduled; this adds a cost per operator call, which favours
+the wrapped step (one online backbone call on 3B images instead of two on B), most for
+resnet18 at 32 px whose feature maps are tiny. Compare with ``--threads 1`` there.
+
+With ``--profile``, one plain and one wrapped step per case also run under
+``torch.profiler`` and the top operators by self CPU time are appended to the report.
+
+Run::
+
+    PYTHONPATH=. python benchmarks/step_time.py            # ~5 min of CPU on 2 cores
+    PYTHONPATH=. python benchmarks/step_time.py --quick    # smoke run, temp dir
+    PYTHONPATH=. python benchmarks/step_time.py --batch-sizes 128 256 --profile
+
+Writes ``step_time.md`` and ``step_time.json`` to ``--out`` (default ``benchmarks/results``;
+with ``--quick``, a new temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import lightly
+import torch
+import torchvision
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import Tensor, nn
+from torch.profiler import ProfilerActivity, profile
+
+from equimod_plugin import augment
+from equimod_plugin.integrations.lightly import EquivariantModel, wrap
+from equimod_plugin.wrap import IMAGENET_NORMALIZE
+
+THREADS = 2
+SIZE = 32
+SEED = 0
+LR = 0.06
+MOMENTUM = cosine_schedule(0, 10, 0.996, 1.0)
+RATIO_TARGET = 1.6
+HEAD_SHARE_TARGET = 0.05
+PROFILE_ROWS = 12
+MEAN = torch.tensor(IMAGENET_NORMALIZE[0]).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_NORMALIZE[1]).view(1, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Backbones, batch sizes, warm-up steps and timed repetitions."""
+
+    backbones: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    warmup: int
+    reps: int
+
+
+FULL = Config(backbones=("convnet6", "resnet18"), batch_sizes=(128,), warmup=1, reps=10)
+QUICK = Config(backbones=("convnet6", "resnet18"), batch_sizes=(8,), warmup=1, reps=2)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Seconds per interleaved repetition of each measurement, on one clock."""
+
+    plain: list[float]
+    wrapped: list[float]
+    aug: list[float]
+    head: list[float]
+
+    @property
+    def net(self) -> list[float]:
+        """Wrapped step minus the time spent in the two augmentation calls."""
+        return [w - a for w, a in zip(self.wrapped, self.aug, strict=True)]
+
+    def summary(self) -> dict[str, float]:
+        med = statistics.median
+        reps = list(zip(self.plain, self.wrapped, self.net, self.head, strict=True))
+        return {
+            "plain_ms": 1e3 * med(self.plain),
+            "wrapped_ms": 1e3 * med(self.wrapped),
+            "aug_ms": 1e3 * med(self.aug),
+            "net_ms": 1e3 * med(self.net),
+            "head_ms": 1e3 * med(self.head),
+            "ratio_full": med(w / p for p, w, _, _ in reps),
+            "ratio_net": med(n / p for p, _, n, _ in reps),
+            "head_share_net": med(h / n for _, _, n, h in reps),
+            "head_share_full": med(h / w for _, w, _, h in reps),
+        }
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock and process CPU samples of one backbone and batch size."""
+
+    backbone: str
+    batch_size: int
+    wall: Samples
+    cpu: Samples
+
+    def raw(self) -> dict[str, object]:
+        return {
+            "backbone": self.backbone,
+            "batch_size": self.batch_size,
+            **{
+                clock: {**asdict(samples), "net": samples.net, **samples.summary()}
+                for clock, samples in (("wall", self.wall), ("cpu", self.cpu))
+            },
+        }
+
+
+class BYOL(nn.Module):
+    """lightly's BYOL example model, with the backbone's feature width as an argument."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = BYOLProjectionHead(feature_dim, 1024, 256)
+        self.prediction_head = BYOLPredictionHead(256, 1024, 256)
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.backbone(x).flatten(start_dim=1)
+        z = self.projection_head(y)
+        return self.prediction_head(z)  # type: ignore[no-any-return]
+
+    def forward_momentum(self, x: Tensor) -> Tensor:
+        y = self.backbone_momentum(x).flatten(start_dim=1)
+        z = self.projection_head_momentum(y)
+        return z.detach()  # type: ignore[no-any-return]
+
+
+def convnet6(width: int = 32, depth: int = 6) -> nn.Sequential:
+    """``depth`` conv3x3-BN-ReLU blocks of ``width`` channels, then global average pooling."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for _ in range(depth):
+        layers += [
+            nn.Conv2d(channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        channels = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def resnet18() -> nn.Sequential:
+    """torchvision's resnet18 without its classifier (ImageNet stem), as in lightly's example."""
+    resnet = torchvision.models.resnet18()
+    return nn.Sequential(*list(resnet.children())[:-1])
+
+
+BACKBONES: dict[str, tuple[Callable[[], nn.Module], int]] = {
+    "convnet6": (convnet6, 32),
+    "resnet18": (resnet18, 512),
+}
+
+
+def byol_loss(model: nn.Module, x0: Tensor, x1: Tensor, criterion: nn.Module) -> Tensor:
+    """The body of lightly's BYOL training loop: momentum update and symmetric loss."""
+    update_momentum(model.backbone, model.backbone_momentum, m=MOMENTUM)
+    update_momentum(model.projection_head, model.projection_head_momentum, m=MOMENTUM)
+    p0 = model(x0)
+    z0 = model.forward_momentum(x0)
+    p1 = model(x1)
+    z1 = model.forward_momentum(x1)
+    return 0.5 * (criterion(p0, z1) + criterion(p1, z0))  # type: ignore[no-any-return]
+
+
+def optimize(loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def clocks() -> tuple[float, float]:
+    """Wall-clock and process CPU time (all threads), in seconds."""
+    return time.perf_counter(), time.process_time()
+
+
+def seconds(step: Callable[[], None]) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call."""
+    wall, cpu = clocks()
+    step()
+    wall_end, cpu_end = clocks()
+    return wall_end - wall, cpu_end - cpu
+
+
+class HookTimer:
+    """Wall-clock and CPU seconds spent inside the forward calls of some modules."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.wall = self.cpu = 0.0
+        self._start = (0.0, 0.0)
+        for module in modules:
+            module.register_forward_pre_hook(self._enter)
+            module.register_forward_hook(self._exit)
+
+    def _enter(self, *_: object) -> None:
+        self._start = clocks()
+
+    def _exit(self, *_: object) -> None:
+        wall, cpu = clocks()
+        self.wall += wall - self._start[0]
+        self.cpu += cpu - self._start[1]
+
+    def pop(self) -> tuple[float, float]:
+        """The seconds accumulated since the last call, then reset."""
+        seconds = (self.wall, self.cpu)
+        self.wall = self.cpu = 0.0
+        return seconds
+
+
+@dataclass
+class Case:
+    """The three steps of one backbone and batch size, ready to run."""
+
+    plain: Callable[[], None]
+    wrapped: Callable[[], None]
+    head: Callable[[], None]
+    aug_timer: HookTimer
+
+
+def build_case(backbone: str, batch_size: int) -> Case:
+    """Plain and wrapped BYOL with equal initial weights, their optimizers and inputs."""
+    make_backbone, feature_dim = BACKBONES[backbone]
+    plain_model = BYOL(make_backbone(), feature_dim)
+    wrapped_model, _ = wrap(
+        copy.deepcopy(plain_model),
+        (
+            augment.byol(SIZE, view=1, variant="cifar"),
+            augment.byol(SIZE, view=2, variant="cifar"),
+        ),
+    )
+    criterion = NegativeCosineSimilarity()
+    plain_opt = torch.optim.SGD(plain_model.parameters(), lr=LR)
+    wrapped_opt = torch.optim.SGD(wrapped_model.parameters(), lr=LR)
+    images = torch.rand(batch_size, 3, SIZE, SIZE)
+    x0, x1 = ((aug(images)[0] - MEAN) / STD for aug in wrapped_model.equivariance.augments)
+    aug_timer = HookTimer(list(wrapped_model.equivariance.augments))
+
+    def plain() -> None:
+        optimize(byol_loss(plain_model, x0, x1, criterion), plain_opt)
+
+    def wrapped() -> None:
+        v0, v1 = wrapped_model.views(images)
+        loss = byol_loss(wrapped_model, v0, v1, criterion) + wrapped_model.equivariance_loss()
+        optimize(loss, wrapped_opt)
+
+    return Case(plain, wrapped, head_step(wrapped_model, images), aug_timer)
+
+
+def head_step(model: EquivariantModel, images: Tensor) -> Callable[[], None]:
+    """EquiModTerm forward + backward on features and parameters of one real batched pass."""
+    branch = model.equivariance
+    with torch.no_grad():
+        branch.views(images)
+    features = [f.flatten(1) for f in branch.features]
+    params = branch.params
+    assert params is not None
+    branch.loss()  # ends the step, clearing the backbone's cache
+    features_o = features[0].requires_grad_()
+    features_views = torch.stack(features[1:]).requires_grad_()
+
+    def head() -> None:
+        branch.term(features_o, features_views, params).backward()
+        branch.term.zero_grad(set_to_none=True)  # as the wrapped step's optimizer does
+
+    return head
+
+
+def time_case(backbone: str, batch_size: int, config: Config) -> tuple[Timing, Case]:
+    """Warm-up, then interleaved repetitions of plain, wrapped and head."""
+    torch.manual_seed(SEED)
+    case = build_case(backbone, batch_size)
+    for _ in range(config.warmup):
+        case.plain()
+        case.wrapped()
+        case.head()
+    case.aug_timer.pop()
+    series: dict[str, list[tuple[float, float]]] = {
+        m: [] for m in ("plain", "wrapped", "aug", "head")
+    }
+    for _ in range(config.reps):
+        series["plain"].append(seconds(case.plain))
+        series["wrapped"].append(seconds(case.wrapped))
+        series["aug"].append(case.aug_timer.pop())
+        series["head"].append(seconds(case.head))
+    wall, cpu = (Samples(**{m: [t[k] for t in ts] for m, ts in series.items()}) for k in (0, 1))
+    return Timing(backbone, batch_size, wall, cpu), case
+
+
+def top_ops(step: Callable[[], None]) -> str:
+    """torch.profiler table of one call's operators, by self CPU time."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return str(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=PROFILE_ROWS))
+
+
+def hardware(config: Config) -> dict[str, object]:
+    """CPU model, cores available and used, library versions, date and run settings."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightly": lightly.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "batch_sizes": ", ".join(str(b) for b in config.batch_sizes),
+        "image_size": SIZE,
+        "reps": config.reps,
+        "warmup": config.warmup,
+    }
+
+
+def markdown(hw: dict[str, object], timings: list[Timing], profiles: dict[str, str]) -> str:
+    """The report: hardware line, wall-clock table, CPU-time table and any profiles."""
+    lines = [
+        "# BYOL training step with and without the EquiMod term (CPU)",
+        "",
+        f"{hw['cpu']}, {hw['torch_threads']} of {hw['cpu_count']} cores used "
+        f"(torch.set_num_threads), torch {hw['torch']}, lightly {hw['lightly']}, "
+        f"{hw['date']}; batch size B = {hw['batch_sizes']}, images {SIZE} x {SIZE}, "
+        f"{hw['reps']} interleaved repetitions after {hw['warmup']} warm-up.",
+        "",
+        "Wall-clock milliseconds per step, medians. **plain**: lightly's BYOL step on two "
+        "precomputed views. **wrapped**: the full wrapped step, making the two views included. "
+        "**aug**: time inside the two augmentation calls of that step. **wrapped - aug**: the "
+        "wrapped step without augmentation, the one comparable to plain. **head**: "
+        "EquiModTerm forward + backward alone. Ratios: medians of per-repetition ratios. "
+        f"Targets: (wrapped - aug) / plain <= {RATIO_TARGET}x and head / (wrapped - aug) <= "
+        f"{HEAD_SHARE_TARGET:.0%}.",
+        "",
+        "| backbone | B | plain | wrapped | aug | wrapped - aug | head | wrapped / plain "
+        "| (wrapped - aug) / plain | head / (wrapped - aug) | head / wrapped | targets met |",
+        "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for t in timings:
+        s = t.wall.summary()
+        met = s["ratio_net"] <= RATIO_TARGET and s["head_share_net"] <= HEAD_SHARE_TARGET
+        lines.append(
+            f"| {t.backbone} | {t.batch_size} | {s['plain_ms']:.0f} | {s['wrapped_ms']:.0f} "
+            f"| {s['aug_ms']:.0f} | {s['net_ms']:.0f} | {s['head_ms']:.0f} "
+            f"| {s['ratio_full']:.2f}x | {s['ratio_net']:.2f}x | {s['head_share_net']:.1%} "
+            f"| {s['head_share_full']:.1%} | {'yes' if met else 'no'} |"
+        )
+    lines += [
+        "",
+        "Cross-check on process CPU time (all threads; less sensitive to other jobs on a "
+        "shared machine, but counts OpenMP spin-waiting), same steps:",
+        "",
+        "| backbone | B | plain | wrapped - aug | head | (wrapped - aug) / plain "
+        "| head / (wrapped - aug) |",
+        "|:---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in timings:
+        s = t.cpu.summary()
+        lines.append(
+            f"| {t.backbone} | {t.batch_size} | {s['plain_ms']:.0f} | {s['net_ms']:.0f} "
+            f"| {s['head_ms']:.0f} | {s['ratio_net']:.2f}x | {s['head_share_net']:.1%} |"
+        )
+    for name, table in profiles.items():
+        lines += ["", f"Top operators by self CPU time, {name}:", "", "```", table, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (B = 8, 2 reps)")
+    parser.add_argument("--out", type=Path, help="output directory")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", help=f"default {FULL.batch_sizes} (--quick: 8)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=THREADS, help="torch.set_num_threads (default %(default)s)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="append torch.profiler top operators per case"
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    config = QUICK if args.quick else FULL
+    if args.batch_sizes:
+        config = replace(config, batch_sizes=tuple(args.batch_sizes))
+    out = args.out or (
+        Path(tempfile.mkdtemp(prefix="step_time_"))
+        if args.quick
+        else Path(__file__).parent / "results"
+    )
+    torch.set_num_threads(args.threads)
+    hw = hardware(config)
+    timings, profiles = [], {}
+    for backbone in config.backbones:
+        for batch_size in config.batch_sizes:
+            timing, case = time_case(backbone, batch_size, config)
+            timings.append(timing)
+            print(f"{backbone} B={batch_size}: {timing.wall.summary()}", flush=True)
+            if args.profile:
+                for name, step in (("plain", case.plain), ("wrapped", case.wrapped)):
+                    profiles[f"{name} step, {backbone}, B = {batch_size}"] = top_ops(step)
+    report = markdown(hw, timings, profiles)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "step_time.md").write_text(report)
+    raw = {
+        "hardware": hw,
+        "config": asdict(config),
+        "targets": {"ratio": RATIO_TARGET, "head_share": HEAD_SHARE_TARGET},
+        "timings": [t.raw() for t in timings],
+        "profiles": profiles,
+    }
+    (out / "step_time.json").write_text(json.dumps(raw, indent=2) + "\n")
+    print(report)
+    print(f"wrote {out / 'step_time.md'} and {out / 'step_time.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,485 @@
+"""Test-time augmentation on CPU: augment and re-encode K times, against encode once and steer.
+
+What is measured, for torchvision's resnet18 without its classifier (ImageNet stem, D = 512,
+random weights, eval mode, ``torch.no_grad``, ``torch.set_num_threads(2)``) on a batch of B
+random images of S x S pixels (B = 64 at S = 32, B = 8 at S = 224), for K = 8, 16 and 64
+augmentations:
+
+- **(a) augment and re-encode**: the batch repeated K times, ``(B K, 3, S, S)``, goes through
+  one call of ``augment.byol(S, view=1)`` (the default ``"imagenet"`` recipe, blur kernel 23,
+  at both sizes), the views are normalised with the ImageNet mean and std, encoded in chunks
+  (512 images at 32 px, 64 at 224 px) and the K embeddings of each image averaged.
+  ``aug`` is the part of (a) spent augmenting and normalising.
+- **(b) steer**: the B images are normalised and encoded once, then
+  ``SteeringOperator(512, 18, kind="low_rank").steer_many(features, params)`` with K fixed
+  parameter sets ``params = tta_params(aug, K, (S, S))`` gives ``(B, K, D)``, averaged over K.
+  This is :meth:`SteeredTTA.steer` without the dispersion score, which (a) does not compute.
+- **encode(B)**: the encoder pass of (b) alone; **steer**: ``steer_many`` and the mean alone
+  on precomputed features, for ``kind="low_rank"`` at every K and, as extra rows, for
+  ``kind="exponential"`` and ``kind="full"`` at the largest K. **maps** is the part of a steer
+  spent building the maps from the parameters (``SteeringOperator.maps`` for exponential and
+  full, the hypernetwork giving U and V for low_rank), measured inside the same call by
+  wrapping that method on the instance.
+
+The operators are untrained (random initialisation): the cost does not depend on the values.
+After warm-up calls (every code path once; (a) whole at the smallest K, its augmentation at
+every K), every repetition runs all measurements in turn ((a) and (b) for each K, then
+encode(B) and the steers), 5 repetitions at 32 px and 3 at 224 px.
+Times are medians; the speedup (a) / (b) is computed per interleaved pair, then its median
+taken. The target is a speedup >= 0.9 K at K = 64: (b) costs one encoder pass on B images
+instead of K passes, plus no augmentation, so the ideal is about K (more, counting the
+augmentation saved; less where the encoder runs more efficiently per image on the B K images
+of (a) than on the B of (b)). **(a) / encode(B)** is that ideal: the speedup with free
+steering. Bhardwaj et al. (2023) report that steering makes TTA "nearly 50x" faster; that is
+the paper's claim, on its hardware and models, not a result of this script.
+
+On a machine shared with other jobs, OpenMP's default spin-waiting makes small workloads (the
+B images of (b), the steering product) several times slower per image than the large chunks
+of (a), which lowers the measured speedup. The report records the load average and
+``OMP_WAIT_POLICY``; setting ``OMP_WAIT_POLICY=PASSIVE`` in the environment reduces the effect.
+
+Run::
+
+    PYTHONPATH=. python benchmarks/tta_speed.py            # 7 to 15+ minutes, with the load
+    PYTHONPATH=. python benchmarks/tta_speed.py --quick    # smoke run, temp dir
+
+Writes ``tta_speed.md`` and ``tta_speed.json`` to ``--out`` (default ``benchmarks/results``;
+with ``--quick``, a new temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from equimod_plugin import augment
+from equimod_plugin.augment import ParamAugment
+from equimod_plugin.steering import Kind, SteeringOperator
+from equimod_plugin.tta import tta_params
+from equimod_plugin.wrap import IMAGENET_NORMALIZE
+
+THREADS = 2
+SEED = 0
+DIM = 512
+PARAM_DIM = 18
+TARGET = 0.9
+PAPER_CLAIM = "nearly 50x"
+EXTRA_KINDS: tuple[Kind, ...] = ("exponential", "full")
+MEAN = torch.tensor(IMAGENET_NORMALIZE[0]).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_NORMALIZE[1]).view(1, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class SizeConfig:
+    """Image size S, batch size B, timed repetitions and encoder chunk (images) for (a)."""
+
+    size: int
+    batch: int
+    reps: int
+    chunk: int
+
+
+@dataclass(frozen=True)
+class Config:
+    """Image sizes and the numbers K of augmentations."""
+
+    sizes: tuple[SizeConfig, ...]
+    ks: tuple[int, ...]
+
+
+FULL = Config(
+    sizes=(SizeConfig(32, 64, 5, 512), SizeConfig(224, 8, 3, 64)),
+    ks=(8, 16, 64),
+)
+QUICK = Config(
+    sizes=(SizeConfig(32, 4, 1, 8), SizeConfig(224, 2, 1, 4)),
+    ks=(2, 4),
+)
+
+
+class CallTimer:
+    """A callable wrapper that accumulates the wall-clock seconds spent in its calls."""
+
+    def __init__(self, fn: Callable[..., object]) -> None:
+        self.fn = fn
+        self.seconds = 0.0
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def pop(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+def resnet18() -> nn.Sequential:
+    """torchvision's resnet18 without its classifier, in eval mode."""
+    resnet = torchvision.models.resnet18()
+    return nn.Sequential(*list(resnet.children())[:-1]).eval()
+
+
+def normalise(images: Tensor) -> Tensor:
+    return (images - MEAN) / STD
+
+
+def encode(encoder: nn.Module, images: Tensor, chunk: int) -> Tensor:
+    """``(N, 3, S, S) -> (N, D)``, ``chunk`` images at a time."""
+    return torch.cat([encoder(part).flatten(1) for part in images.split(chunk)])
+
+
+def operator(kind: Kind, aug: ParamAugment) -> tuple[SteeringOperator, CallTimer]:
+    """An untrained operator of ``kind`` and a timer around the method that builds its maps."""
+    op = SteeringOperator(DIM, PARAM_DIM, kind=kind, identity=aug.identity_params(1)[0]).eval()
+    name = "_low_rank" if kind == "low_rank" else "maps"
+    timer = CallTimer(getattr(op, name))
+    setattr(op, name, timer)
+    return op, timer
+
+
+@dataclass
+class Case:
+    """Everything one image size needs: models, inputs and the K parameter sets."""
+
+    config: SizeConfig
+    encoder: nn.Module
+    aug: ParamAugment
+    images: Tensor
+    features: Tensor
+    params: dict[int, Tensor]
+    operators: dict[Kind, tuple[SteeringOperator, CallTimer]]
+
+
+def build_case(config: SizeConfig, ks: tuple[int, ...]) -> Case:
+    torch.manual_seed(SEED)
+    aug = augment.byol(config.size, view=1)
+    encoder = resnet18()
+    images = torch.rand(config.batch, 3, config.size, config.size)
+    generator = torch.Generator().manual_seed(SEED)
+    params = {k: tta_params(aug, k, (config.size, config.size), generator) for k in ks}
+    kinds: tuple[Kind, ...] = ("low_rank", *EXTRA_KINDS)
+    return Case(
+        config=config,
+        encoder=encoder,
+        aug=aug,
+        images=images,
+        features=encode(encoder, normalise(images), config.batch),
+        params=params,
+        operators={kind: operator(kind, aug) for kind in kinds},
+    )
+
+
+def augment_and_encode(case: Case, k: int) -> tuple[Tensor, float]:
+    """(a): the mean embedding ``(B, D)`` and the seconds spent augmenting and normalising."""
+    start = time.perf_counter()
+    views, _ = case.aug(case.images.repeat_interleave(k, dim=0))
+    views = normalise(views)
+    aug_seconds = time.perf_counter() - start
+    features = encode(case.encoder, views, case.config.chunk)
+    return features.unflatten(0, (-1, k)).mean(dim=1), aug_seconds
+
+
+def steer(case: Case, kind: Kind, features: Tensor, k: int) -> Tensor:
+    """Steer ``(B, D)`` features to the K augmentations and average: ``(B, D)``."""
+    return case.operators[kind][0].steer_many(features, case.params[k]).mean(dim=1)
+
+
+def encode_and_steer(case: Case, k: int) -> Tensor:
+    """(b): encode the B images once and steer them with the low-rank operator."""
+    features = encode(case.encoder, normalise(case.images), case.config.batch)
+    return steer(case, "low_rank", features, k)
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall-clock seconds of one call."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@dataclass
+class Samples:
+    """Seconds per repetition of every measurement of one image size."""
+
+    baseline: dict[int, list[float]] = field(default_factory=dict)
+    baseline_aug: dict[int, list[float]] = field(default_factory=dict)
+    steered: dict[int, list[float]] = field(default_factory=dict)
+    encode: list[float] = field(default_factory=list)
+    steer: dict[str, list[float]] = field(default_factory=dict)
+    maps: dict[str, list[float]] = field(default_factory=dict)
+
+
+def steer_runs(ks: tuple[int, ...]) -> dict[str, tuple[Kind, int]]:
+    """The steer-alone measurements: low_rank at every K, the other kinds at the largest K."""
+    runs = {f"low_rank K={k}": ("low_rank", k) for k in ks}
+    runs.update({f"{kind} K={max(ks)}": (kind, max(ks)) for kind in EXTRA_KINDS})
+    return runs
+
+
+def repetition(case: Case, ks: tuple[int, ...], samples: Samples) -> None:
+    """One interleaved round of all measurements, appended to ``samples``."""
+    for k in ks:
+        start = time.perf_counter()
+        _, aug_seconds = augment_and_encode(case, k)
+        samples.baseline.setdefault(k, []).append(time.perf_counter() - start)
+        samples.baseline_aug.setdefault(k, []).append(aug_seconds)
+        samples.steered.setdefault(k, []).append(seconds(lambda k=k: encode_and_steer(case, k)))
+    samples.encode.append(
+        seconds(lambda: encode(case.encoder, normalise(case.images), case.config.batch))
+    )
+    for name, (kind, k) in steer_runs(ks).items():
+        timer = case.operators[kind][1]
+        timer.pop()
+        samples.steer.setdefault(name, []).append(
+            seconds(lambda kind=kind, k=k: steer(case, kind, case.features, k))
+        )
+        samples.maps.setdefault(name, []).append(timer.pop())
+
+
+def warm_up(case: Case, ks: tuple[int, ...]) -> None:
+    """One call of each code path and of the augmentation at every K, so that first-call
+    costs stay out of the samples ((a) runs whole at the smallest K only: its encoder chunks
+    have the same shape at every K)."""
+    augment_and_encode(case, min(ks))
+    for k in ks:
+        case.aug(case.images.repeat_interleave(k, dim=0))
+    for k in ks:
+        encode_and_steer(case, k)
+    for kind, k in steer_runs(ks).values():
+        steer(case, kind, case.features, k)
+
+
+def measure(config: SizeConfig, ks: tuple[int, ...]) -> Samples:
+    case = build_case(config, ks)
+    with torch.no_grad():
+        check_shapes(case, min(ks))
+        warm_up(case, ks)
+        samples = Samples()
+        for _ in range(config.reps):
+            repetition(case, ks, samples)
+    return samples
+
+
+def check_shapes(case: Case, k: int) -> None:
+    """(a) and (b) both return one ``(B, D)`` embedding per image."""
+    expected = (case.config.batch, DIM)
+    for name, out in (
+        ("augment and encode", augment_and_encode(case, k)[0]),
+        ("encode and steer", encode_and_steer(case, k)),
+    ):
+        if tuple(out.shape) != expected:
+            raise RuntimeError(f"{name} returned {tuple(out.shape)}, expected {expected}")
+
+
+def median_ratio(numerators: list[float], denominators: list[float]) -> float:
+    return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
+
+
+def ms(values: list[float]) -> float:
+    return 1e3 * statistics.median(values)
+
+
+def summarise(config: SizeConfig, ks: tuple[int, ...], s: Samples) -> dict[str, object]:
+    """Medians and per-pair ratios of one image size."""
+    tta = [
+        {
+            "k": k,
+            "baseline_ms": ms(s.baseline[k]),
+            "baseline_aug_ms": ms(s.baseline_aug[k]),
+            "steered_ms": ms(s.steered[k]),
+            "speedup": (speedup := median_ratio(s.baseline[k], s.steered[k])),
+            "speedup_per_k": speedup / k,
+            "target_met": speedup / k >= TARGET if k == max(ks) else None,
+            "ideal_speedup": median_ratio(s.baseline[k], s.encode),
+            "baseline_encode_ms_per_image": 1e3
+            * statistics.median(
+                (t - a) / (config.batch * k)
+                for t, a in zip(s.baseline[k], s.baseline_aug[k], strict=True)
+            ),
+        }
+        for k in ks
+    ]
+    steers = [
+        {
+            "name": name,
+            "kind": kind,
+            "k": k,
+            "steer_ms": ms(s.steer[name]),
+            "maps_ms": ms(s.maps[name]),
+            "steer_over_encode": median_ratio(s.steer[name], s.encode),
+            "implied_speedup": statistics.median(
+                a / (e + t) for a, e, t in zip(s.baseline[k], s.encode, s.steer[name], strict=True)
+            ),
+        }
+        for name, (kind, k) in steer_runs(ks).items()
+    ]
+    return {
+        "size": config.size,
+        "batch": config.batch,
+        "reps": config.reps,
+        "encode_ms": ms(s.encode),
+        "encode_ms_per_image": ms(s.encode) / config.batch,
+        "tta": tta,
+        "steer": steers,
+    }
+
+
+def hardware() -> dict[str, object]:
+    """CPU model, cores available and used, OpenMP wait policy, load, library versions, date."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "load_average_start": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def tta_table(results: list[dict[str, object]]) -> list[str]:
+    lines = [
+        "| S | B | K | reps | (a) augment + re-encode | of which aug | (b) encode + steer "
+        "| speedup (a)/(b) | speedup / K | ideal (a)/encode(B) | target met |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in results:
+        for t in r["tta"]:  # type: ignore[attr-defined]
+            met = {True: "yes", False: "no", None: "-"}[t["target_met"]]
+            lines.append(
+                f"| {r['size']} | {r['batch']} | {t['k']} | {r['reps']} "
+                f"| {t['baseline_ms']:.0f} | {t['baseline_aug_ms']:.0f} | {t['steered_ms']:.0f} "
+                f"| {t['speedup']:.1f}x | {t['speedup_per_k']:.2f} | {t['ideal_speedup']:.1f}x "
+                f"| {met} |"
+            )
+    return lines
+
+
+def time_table(results: list[dict[str, object]]) -> list[str]:
+    lines = [
+        "| S | B | encode(B) | encode(B) per image | (a) encode per image at this K "
+        "| operator, K | steer | of which maps | steer / encode(B) "
+        "| (a) / (encode(B) + steer) |",
+        "|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        per_image = {t["k"]: t["baseline_encode_ms_per_image"] for t in r["tta"]}  # type: ignore[attr-defined]
+        for st in r["steer"]:  # type: ignore[attr-defined]
+            lines.append(
+                f"| {r['size']} | {r['batch']} | {r['encode_ms']:.0f} "
+                f"| {r['encode_ms_per_image']:.2f} | {per_image[st['k']]:.2f} | {st['name']} "
+                f"| {st['steer_ms']:.1f} | {st['maps_ms']:.1f} | {st['steer_over_encode']:.1%} "
+                f"| {st['implied_speedup']:.1f}x |"
+            )
+    return lines
+
+
+def markdown(hw: dict[str, object], results: list[dict[str, object]]) -> str:
+    """The report: hardware line, the TTA table and where the time goes."""
+    sizes = ", ".join(f"B = {r['batch']} at {r['size']} px" for r in results)
+    return "\n".join(
+        [
+            "# Test-time augmentation: augment and re-encode vs encode once and steer (CPU)",
+            "",
+            f"{hw['cpu']}, {hw['torch_threads']} of {hw['cpu_count']} cores used "
+            f"(torch.set_num_threads), torch {hw['torch']}, torchvision {hw['torchvision']}, "
+            f"{hw['date']}; resnet18 (D = {DIM}, eval, no_grad), {sizes}. Shared machine: "
+            f"1-minute load average {hw['load_average_start']:.1f} at the start, "
+            f"{hw['load_average_end']:.1f} at the end; OMP_WAIT_POLICY {hw['omp_wait_policy']}; "
+            f"the run took {hw['elapsed_s'] / 60:.1f} min.",
+            "",
+            "Milliseconds, medians over interleaved repetitions. **(a)**: one "
+            "`augment.byol(S, view=1)` call on the batch repeated K times, normalise, encode "
+            "the B K views, average. **aug**: the augment + normalise part of (a). **(b)**: "
+            "encode the B images once, `SteeringOperator(512, 18, kind='low_rank')"
+            ".steer_many`, average. Speedups are medians of per-repetition ratios; **ideal** is "
+            "(a) / encode(B), the speedup if steering were free. Target: speedup >= "
+            f"{TARGET} K at the largest K. Bhardwaj et al. (2023) report steering TTA as "
+            f'"{PAPER_CLAIM}" faster; that is the paper\'s claim, not a result measured here.',
+            "",
+            *tta_table(results),
+            "",
+            "Where the time goes: one encoder pass on the B images against the steering "
+            "product alone (`steer_many` + mean on precomputed features); **maps**: the part "
+            "of the steer spent building the maps from the parameters (hypernetwork U, V for "
+            "low_rank; `maps()` for exponential and full). **(a) encode per image**: encoder "
+            "time of (a) divided by its B K images. The last column is the TTA speedup each "
+            "kind would give, (a) / (encode(B) + steer), per repetition. Under load, OpenMP's "
+            "default spin-waiting inflates the small workloads of (b) (see the module "
+            "docstring): compare encode(B) per image with (a) encode per image.",
+            "",
+            *time_table(results),
+            "",
+        ]
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (1 repetition)")
+    parser.add_argument("--out", type=Path, help="output directory")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    config = QUICK if args.quick else FULL
+    out = args.out or (
+        Path(tempfile.mkdtemp(prefix="tta_speed_"))
+        if args.quick
+        else Path(__file__).parent / "results"
+    )
+    torch.set_num_threads(THREADS)
+    start = time.perf_counter()
+    hw = hardware()
+    results, raw = [], []
+    for size_config in config.sizes:
+        samples = measure(size_config, config.ks)
+        results.append(summarise(size_config, config.ks, samples))
+        raw.append({"config": asdict(size_config), "samples": asdict(samples)})
+        print(f"S={size_config.size}: {json.dumps(results[-1])}", flush=True)
+    hw.update(elapsed_s=time.perf_counter() - start, load_average_end=os.getloadavg()[0])
+    report = markdown(hw, results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tta_speed.md").write_text(report)
+    payload = {
+        "hardware": hw,
+        "config": asdict(config),
+        "target_speedup_per_k": TARGET,
+        "paper_claim": PAPER_CLAIM,
+        "results": results,
+        "raw_seconds": raw,
+    }
+    (out / "tta_speed.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(report)
+    print(f"wrote {out / 'tta_speed.md'} and {out / 'tta_speed.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,495 @@
+"""Steering term vs invariant baseline on tinted Fashion-MNIST: steerability, probes, robustness, OOD.
+
+Two BYOL runs (the quickstart's model: 6-layer 32-wide convnet at 32 px, D = 32) with the same
+seed, data, epochs and views (``augment.byol(32, view=1/2, variant="cifar")`` through a
+``steering_branch``, so both runs use the same batched backbone pass over originals and
+views and draw the same augmentations): the baseline gives the steering term weight 0 (pure
+BYOL, invariant), the steered run weight 1 (``0.5 * (BYOL) + branch.loss()``). Fashion-MNIST
+items are tinted with one of 8 hues 45 degrees apart (a second, colour-only label); BYOL's
+hue jitter (+-36 degrees) and grayscale push an invariant model to drop the hue.
+
+Each run's steering operators, all ``SteeringOperator(32, 18, "low_rank", rank=16)``:
+
+- **post hoc**: fitted after training, with the encoder frozen, on eval-mode features of
+  training images and their views (same procedure for both runs); the baseline's only one.
+- **joint**: the steered run's operator trained with the encoder (the baseline's gets no
+  gradient at weight 0 and is not reported).
+
+Reported per run, on held-out test images: (a) mean ``cos(M(a) f(x), f(a(x)))`` against the
+unsteered ``cos(f(x), f(a(x)))``, as they are and centred on the mean training feature (the
+features are non-negative, ReLU then average pooling, so a component shared by all images can
+push every raw cosine towards 1: ``cos(f(x), f(x'))`` of two different images shows how much);
+(b) linear-probe accuracy of the class and of the hue
+(probe fitted on clean training features); (c) the class probe's accuracy on corrupted test
+sets (``imagecorruptions``, ImageNet-C parameters applied at 32 px: harsh, so severities 1-2);
+(d) OOD-detection ROC AUC, clean test (negatives) vs each corrupted set (positives), of the
+steered-TTA dispersion (K = 16 steered embeddings; also centred like the cosines) and of a
+non-TTA score (cosine distance to the nearest training feature). Writes ``steering_eval.md``, ``steering_eval.json`` and
+``steering_eval.png``.
+
+    pip install imagecorruptions-imaug      # imports as imagecorruptions
+    PYTHONPATH=. python examples/steering_eval.py           # ~40 min on 2 busy CPU cores
+    PYTHONPATH=. python examples/steering_eval.py --smoke   # < 1 min, writes to a temp dir
+
+Budget (full): 5000 random training images (of the complete Fashion-MNIST from Debian's
+``dataset-fashion-mnist``, else all of the shipped 5000/1000 sample), 2000 test images, 6 epochs
+of batch 128 per run, one torch thread. Measured for docs/results/steering_eval: 18.4 and
+15.2 min of training, 39.9 min in all, on 2 cores shared with other jobs (load average ~7);
+at the 62 training images/s measured there under lighter load a run takes ~8 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from imagecorruptions import corrupt
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.utils import update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import Tensor, nn
+
+from equimod_plugin import SteeringLoss, SteeringOperator, augment, steering_branch
+from equimod_plugin.augment import ParamAugment
+from equimod_plugin.datasets import fashion_mnist_source, load_fashion_mnist, random_hue_labels, tint
+from equimod_plugin.evaluation import extract_features, linear_probe, roc_auc
+from equimod_plugin.tta import SteeredTTA, dispersion, tta_params
+from equimod_plugin.wrap import IMAGENET_NORMALIZE, EquivarianceBranch
+from quickstart import BYOL, convnet
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "steering_eval"
+MODELS = ("baseline", "steered")
+LABELS = {"baseline": "BYOL (invariant)", "steered": "BYOL + steering"}
+
+
+@dataclass(frozen=True)
+class Config:
+    train_images: int = 5_000
+    test_images: int = 2_000
+    epochs: int = 6
+    batch_size: int = 128
+    num_hues: int = 8
+    corruptions: tuple[str, ...] = ("gaussian_noise", "motion_blur", "contrast", "brightness", "fog")
+    severities: tuple[int, ...] = (1, 2)
+    tta_k: int = 16
+    fit_rounds: int = 1  # views per training image (per augmentation) for the post-hoc fit
+    fit_epochs: int = 20
+    seed: int = 0
+    threads: int = 1  # on 2 shared cores, 2 threads ran 2-3x slower (contention)
+    shipped_sample: bool = False  # True: the 5000/1000 sample shipped with the package
+
+
+SMOKE = Config(
+    train_images=128,
+    test_images=64,
+    epochs=1,
+    batch_size=32,
+    corruptions=("gaussian_noise",),
+    severities=(1,),
+    tta_k=8,
+    fit_epochs=1,
+    shipped_sample=True,
+)
+
+
+# data
+
+
+def tinted32(images: Tensor, hues: Tensor, num_hues: int) -> Tensor:
+    """Grey (N, 1, 28, 28) -> tinted RGB (N, 3, 32, 32) in [0, 1]."""
+    return F.interpolate(tint(images, hues, num_hues), size=32, mode="bilinear").clamp(0, 1)
+
+
+def load_split(split: str, n: int, config: Config, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` random images of a split, tinted: images (n, 3, 32, 32), class and hue labels."""
+    images, labels = load_fashion_mnist(split, sample=True if config.shipped_sample else None)
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(labels), generator=g)[:n]
+    hues = random_hue_labels(len(index), config.num_hues, g)
+    return tinted32(images[index], hues, config.num_hues), labels[index], hues
+
+
+def corrupted(images: Tensor, name: str, severity: int, seed: int) -> Tensor:
+    """ImageNet-C corruption ``name`` at ``severity`` of images (N, 3, H, W) in [0, 1]."""
+    np.random.seed(seed)  # imagecorruptions draws from numpy's global generator
+    pixels = (images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    out = np.stack([corrupt(p, corruption_name=name, severity=severity) for p in pixels])
+    return torch.from_numpy(out.astype(np.float32) / 255).permute(0, 3, 1, 2).clamp(0, 1).contiguous()
+
+
+# training
+
+
+def normalize(images: Tensor) -> Tensor:
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET_NORMALIZE)
+    return (images - mean) / std
+
+
+def views_pair() -> tuple[ParamAugment, ParamAugment]:
+    return augment.byol(32, view=1, variant="cifar"), augment.byol(32, view=2, variant="cifar")
+
+
+def train(images: Tensor, weight: float, config: Config) -> tuple[BYOL, EquivarianceBranch, list[dict[str, float]]]:
+    """BYOL with a steering branch of weight ``weight``; the seed fixes init, order and views."""
+    torch.manual_seed(config.seed)
+    model = BYOL(convnet(), dim=32)
+    branch = steering_branch(model.backbone, views_pair(), kind="low_rank", weight=weight)
+    model.steering = branch  # registers the operator's parameters with the model
+    loader = torch.utils.data.DataLoader(images, batch_size=config.batch_size, shuffle=True, drop_last=True)
+    criterion = NegativeCosineSimilarity()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
+    log = []
+    for epoch in range(config.epochs):
+        start, total = time.perf_counter(), torch.zeros(())
+        momentum = cosine_schedule(epoch, config.epochs, 0.996, 1)
+        for batch in loader:
+            x0, x1 = branch.views(batch)
+            update_momentum(model.backbone, model.backbone_momentum, m=momentum)
+            update_momentum(model.projection_head, model.projection_head_momentum, m=momentum)
+            byol = 0.5 * (
+                criterion(model(x0), model.forward_momentum(x1)) + criterion(model(x1), model.forward_momentum(x0))
+            )
+            loss = byol + branch.loss()
+            total += loss.detach()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        steering = {f"steering_{k}": v for k, v in branch.metrics().items()}
+        log.append(
+            {
+                "epoch": epoch,
+                "loss": float(total) / len(loader),
+                "minutes": (time.perf_counter() - start) / 60,
+                **steering,
+            }
+        )
+        print(
+            f"  epoch {epoch:02d} loss {log[-1]['loss']:.4f}, last batch cos(M f_o, f_a) "
+            f"{steering['steering_cos_steered']:.3f}, cos(f_o, f_a) {steering['steering_cos_original']:.3f} "
+            f"({log[-1]['minutes']:.1f} min)"
+        )
+        if not math.isfinite(log[-1]["loss"]):
+            raise SystemExit("the loss is not finite")
+    return model, branch, log
+
+
+# steering operators
+
+
+def encode(backbone: nn.Module, images: Tensor) -> Tensor:
+    """Eval-mode features (N, D) of images in [0, 1]."""
+    return extract_features(backbone, images, batch_size=512, transform=normalize)
+
+
+def view_features(
+    backbone: nn.Module, images: Tensor, rounds: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``rounds`` views per image with each BYOL augmentation: f(x), f(a(x)), a, each stacked."""
+    f_o = encode(backbone, images)
+    originals, targets, params = [], [], []
+    for _ in range(rounds):
+        for aug in views_pair():
+            views, p = zip(*(aug(chunk, generator=generator) for chunk in images.split(512)), strict=True)
+            originals.append(f_o)
+            targets.append(encode(backbone, torch.cat(views)))
+            params.append(torch.cat(p))
+    return torch.cat(originals), torch.cat(targets), torch.cat(params)
+
+
+def fit_operator(f_o: Tensor, f_a: Tensor, params: Tensor, config: Config) -> SteeringOperator:
+    """Post-hoc operator on frozen features: Adam on the steering term's cosine loss."""
+    torch.manual_seed(config.seed)
+    identity = views_pair()[0].identity_params(1)[0]
+    operator = SteeringOperator(f_o.shape[1], params.shape[1], kind="low_rank", identity=identity)
+    optimizer = torch.optim.Adam(operator.parameters(), lr=3e-3)
+    criterion = SteeringLoss("cosine")
+    for _ in range(config.fit_epochs):
+        for index in torch.randperm(len(f_o)).split(256):
+            loss = criterion(operator(f_o[index], params[index]), f_a[index])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return operator.eval()
+
+
+def cosines(a: Tensor, b: Tensor, mean: Tensor, prefix: str) -> dict[str, float]:
+    """Mean row cosine of ``a`` and ``b``, as they are and centred on ``mean``."""
+    return {
+        prefix: F.cosine_similarity(a, b).mean().item(),
+        f"{prefix}_centred": F.cosine_similarity(a - mean, b - mean).mean().item(),
+    }
+
+
+def steering_cosines(
+    operators: dict[str, SteeringOperator], f_o: Tensor, f_a: Tensor, params: Tensor, mean: Tensor
+) -> dict[str, float]:
+    """cos(f(x), f(a(x))) and, per operator, cos(M(a) f(x), f(a(x))); also centred on ``mean``.
+
+    ``cos_between_images`` (f(x) against another image's f(x')) tells how much of a cosine
+    near 1 a component shared by all features explains.
+    """
+    with torch.no_grad():
+        out = cosines(f_o, f_a, mean, "cos_unsteered")
+        out |= cosines(f_o, f_o.roll(1, dims=0), mean, "cos_between_images")
+        for name, operator in operators.items():
+            out |= cosines(operator(f_o, params), f_a, mean, f"cos_steered_{name}")
+    return out
+
+
+# scores and evaluation
+
+
+def nearest_distance(train: Tensor, test: Tensor) -> Tensor:
+    """Cosine distance of each test feature to its nearest training feature, (M,)."""
+    similarity = F.normalize(test, dim=1) @ F.normalize(train, dim=1).T
+    return 1 - similarity.max(dim=1).values
+
+
+def ood_scores(
+    operators: dict[str, SteeringOperator], tta: Tensor, train: Tensor, features: Tensor
+) -> dict[str, Tensor]:
+    """Per test feature: TTA dispersion per operator (as is and centred on the training
+    features' mean) and the nearest-neighbour distance."""
+    scores = {}
+    with torch.no_grad():
+        for name, operator in operators.items():
+            out = SteeredTTA(nn.Identity(), operator, tta).steer(features)
+            scores[f"dispersion_{name}"] = out.score
+            scores[f"dispersion_centred_{name}"] = dispersion(out.steered - train.mean(0))
+    return {**scores, "knn_distance": nearest_distance(train, features)}
+
+
+def evaluate(
+    backbone: nn.Module,
+    joint: SteeringOperator | None,
+    data: dict[str, Any],
+    config: Config,
+) -> dict[str, Any]:
+    """All metrics of one trained backbone (``joint``: its jointly trained operator, if any)."""
+    backbone.eval()
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    fit = view_features(backbone, data["train"][0], config.fit_rounds, generator)
+    operators = {"posthoc": fit_operator(*fit, config)}
+    if joint is not None:
+        operators["joint"] = joint.eval()
+    held_out = view_features(backbone, data["test"][0], 1, torch.Generator().manual_seed(config.seed + 2))
+    train_f, test_f = encode(backbone, data["train"][0]), encode(backbone, data["test"][0])
+    (_, train_y, train_h), (_, test_y, test_h) = data["train"], data["test"]
+    result: dict[str, Any] = steering_cosines(operators, *held_out, train_f.mean(0))
+    result["probe_class"] = linear_probe(train_f, train_y, test_f, test_y)
+    result["probe_hue"] = linear_probe(train_f, train_h, test_f, test_h)
+    clean = ood_scores(operators, data["tta_params"], train_f, test_f)
+    result["probe_corrupted"], result["auc"] = {}, {score: {} for score in clean}
+    for key, images in data["corrupted"].items():
+        features = encode(backbone, images)
+        result["probe_corrupted"][key] = linear_probe(train_f, train_y, features, test_y)
+        for score, values in ood_scores(operators, data["tta_params"], train_f, features).items():
+            result["auc"][score][key] = roc_auc(clean[score], values)
+    result["probe_corrupted_mean"] = float(np.mean(list(result["probe_corrupted"].values())))
+    result["auc_mean"] = {score: float(np.mean(list(v.values()))) for score, v in result["auc"].items()}
+    return result
+
+
+# report
+
+
+def hardware(minutes: dict[str, float], data: dict[str, Any], config: Config) -> str:
+    return (
+        f"CPU ({platform.machine()}, {os.cpu_count()} cores, shared), {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}; {len(data['train'][1])} train / {len(data['test'][1])} test images "
+        f"({data['source']}), {config.epochs} epochs x 2 runs; training {minutes['train_baseline']:.1f} + "
+        f"{minutes['train_steered']:.1f} min, total {minutes['total']:.1f} min "
+        f"(load average at start {data['load_average']:.1f})"
+    )
+
+
+COSINE_ROWS = {
+    "cos(f(x), f(x')), two different images": "cos_between_images",
+    "cos(f(x), f(a(x))), unsteered": "cos_unsteered",
+    "cos(M(a) f(x), f(a(x))), post-hoc operator": "cos_steered_posthoc",
+    "cos(M(a) f(x), f(a(x))), joint operator": "cos_steered_joint",
+}
+PROBE_ROWS = {
+    "linear probe, class (clean)": "probe_class",
+    "linear probe, hue (clean)": "probe_hue",
+    "linear probe, class, corrupted (mean)": "probe_corrupted_mean",
+}
+SCORES = {
+    "dispersion, post-hoc M": "dispersion_posthoc",
+    "dispersion, joint M": "dispersion_joint",
+    "centred dispersion, post-hoc M": "dispersion_centred_posthoc",
+    "centred dispersion, joint M": "dispersion_centred_joint",
+    "kNN distance (no TTA)": "knn_distance",
+}
+
+
+def row(label: str, values: list[float | None]) -> str:
+    return f"| {label} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values) + " |"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The summary table (means) and the per-corruption table."""
+    models, config = report["models"], report["config"]
+    lines = [
+        "# Steering term vs invariant baseline (tinted Fashion-MNIST)",
+        "",
+        f"Made by `examples/steering_eval.py`. {report['hardware']}.",
+        "",
+        "| metric | " + " | ".join(LABELS[m] for m in MODELS) + " |",
+        "|---|" + "---:|" * len(MODELS),
+    ]
+    for suffix, note in (("", ""), ("_centred", ", centred")):
+        lines += [
+            row(label + note, [models[m].get(key + suffix) for m in MODELS]) for label, key in COSINE_ROWS.items()
+        ]
+    lines += [row(label, [models[m][key] for m in MODELS]) for label, key in PROBE_ROWS.items()]
+    lines += [
+        row(f"OOD AUC (mean), {label}", [models[m]["auc_mean"].get(key) for m in MODELS])
+        for label, key in SCORES.items()
+    ]
+    keys = list(models["baseline"]["probe_corrupted"])
+    lines += [
+        "",
+        "Held-out cosines on the test images and one view each of BYOL's two augmentations; centred: features "
+        "minus the mean of the model's training features. Post-hoc operator: fitted after training on the frozen "
+        "encoder's eval-mode features (same procedure for both runs; the baseline's only operator). Joint "
+        "operator: trained with the encoder (steered run only). Hue: 8 tints 45 degrees apart.",
+        "",
+        f"Corruptions (imagecorruptions, ImageNet-C parameters at 32 px): {', '.join(config['corruptions'])}; "
+        f"severities {', '.join(map(str, config['severities']))}. OOD: clean test = negatives, each corrupted copy "
+        f"of it = positives. Dispersion: mean cosine distance of K = {config['tta_k']} steered embeddings to their "
+        "mean direction (`equimod_plugin.tta.dispersion`); centred: of the steered embeddings minus the training "
+        "features' mean. kNN distance: cosine distance to the nearest training feature.",
+        "",
+        "| corrupted set | " + " | ".join(keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    lines += [row(f"probe, {m}", [models[m]["probe_corrupted"][k] for k in keys]) for m in MODELS]
+    for label, score in SCORES.items():
+        lines += [
+            row(f"AUC {label}, {m}", [models[m]["auc"][score][k] for k in keys])
+            for m in MODELS
+            if score in models[m]["auc"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def bar_values(report: dict[str, Any], model: str, panel: str, keys: list[str]) -> list[float]:
+    """The model's values of ``keys`` (NaN where missing); OOD panels read the mean AUCs."""
+    source = report["models"][model]
+    if panel.startswith("OOD"):
+        source = source["auc_mean"]
+    return [np.nan if source.get(key) is None else source[key] for key in keys]
+
+
+def figure(report: dict[str, Any], path: Path) -> None:
+    """Bars per model: centred steerability cosines, probe accuracies, mean OOD AUCs."""
+    panels = {
+        "held-out cosines, centred": {
+            "f(x), f(x')": "cos_between_images_centred",
+            "f(x), f(a(x))": "cos_unsteered_centred",
+            "M(a) f(x), f(a(x))\npost-hoc M": "cos_steered_posthoc_centred",
+            "M(a) f(x), f(a(x))\njoint M": "cos_steered_joint_centred",
+        },
+        "linear probe accuracy": {
+            "class": "probe_class",
+            "hue": "probe_hue",
+            "class, corrupted": "probe_corrupted_mean",
+        },
+        "OOD AUC, clean vs corrupted (mean)": {
+            "disp.\npost hoc": "dispersion_posthoc",
+            "disp.\njoint": "dispersion_joint",
+            "centred\npost hoc": "dispersion_centred_posthoc",
+            "centred\njoint": "dispersion_centred_joint",
+            "kNN\ndistance": "knn_distance",
+        },
+    }
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), width_ratios=(4, 3, 5))
+    for ax, (panel, metrics) in zip(axes, panels.items(), strict=True):
+        x = np.arange(len(metrics))
+        for i, m in enumerate(MODELS):
+            ax.bar(x + (i - 0.5) * 0.38, bar_values(report, m, panel, list(metrics.values())), 0.38, label=LABELS[m])
+        ax.set_xticks(x, list(metrics), fontsize=8)
+        ax.set_title(panel, fontsize=10)
+        ax.set_ylim(0, 1)
+        if panel.startswith("OOD"):
+            ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+            ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "steering_eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "steering_eval.md").write_text(markdown(report))
+    figure(report, out / "steering_eval.png")
+
+
+def prepare(config: Config) -> dict[str, Any]:
+    """Tinted train/test sets, corrupted test sets and the TTA parameters shared by both runs."""
+    train, test = load_split("train", config.train_images, config, 0), load_split("test", config.test_images, config, 1)
+    keys = [(name, s) for name in config.corruptions for s in config.severities]
+    return {
+        "train": train,
+        "test": test,
+        "corrupted": {f"{n}/{s}": corrupted(test[0], n, s, config.seed + i) for i, (n, s) in enumerate(keys)},
+        "tta_params": tta_params(
+            views_pair()[0], config.tta_k, (32, 32), torch.Generator().manual_seed(config.seed + 3)
+        ),
+        "source": fashion_mnist_source("train", sample=True if config.shipped_sample else None),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, help=f"output directory (default {DEFAULT_OUT}; smoke: a temp dir)")
+    parser.add_argument("--epochs", type=int, help="training epochs per run (default 8, smoke 1)")
+    parser.add_argument("--train-images", type=int, help="training images (default 10000, smoke 256)")
+    parser.add_argument("--threads", type=int, help="torch threads (default 1)")
+    parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
+    args = parser.parse_args()
+    config = SMOKE if args.smoke else Config()
+    overrides = {"epochs": args.epochs, "train_images": args.train_images, "threads": args.threads}
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    out = args.out or (Path(tempfile.mkdtemp(prefix="steering_eval_")) if args.smoke else DEFAULT_OUT)
+    torch.set_num_threads(config.threads)
+
+    start = time.perf_counter()
+    data = prepare(config)
+    sizes = f"{len(data['train'][1])} train, {len(data['test'][1])} test, {len(data['corrupted'])} corrupted sets"
+    print(f"data: {data['source']}, {sizes}")
+    report: dict[str, Any] = {"config": asdict(config), "models": {}, "training": {}}
+    minutes: dict[str, float] = {}
+    for name, weight in zip(MODELS, (0.0, 1.0), strict=True):
+        print(f"training {name} (steering weight {weight})")
+        t0 = time.perf_counter()
+        model, branch, log = train(data["train"][0], weight, config)
+        minutes[f"train_{name}"] = (time.perf_counter() - t0) / 60
+        report["training"][name] = log
+        joint = branch.term.operator if weight > 0 else None
+        report["models"][name] = evaluate(model.backbone, joint, data, config)
+    minutes["total"] = (time.perf_counter() - start) / 60
+    report["minutes"] = minutes
+    report["hardware"] = hardware(minutes, data, config)
+    write(report, out)
+    print(markdown(report))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,14 +28,14 @@ non-TTA score (cosine distance to the nearest training feature). Writes ``steeri
 ``steering_eval.png``.
 
     pip install imagecorruptions-imaug      # imports as imagecorruptions
-    PYTHONPATH=. python examples/steering_eval.py           # ~40 min on 2 busy CPU cores
+    PYTHONPATH=. python examples/steering_eval.py           # 18-40 min on 2 shared CPU cores
     PYTHONPATH=. python examples/steering_eval.py --smoke   # < 1 min, writes to a temp dir
 
 Budget (full): 5000 random training images (of the complete Fashion-MNIST from Debian's
 ``dataset-fashion-mnist``, else all of the shipped 5000/1000 sample), 2000 test images, 6 epochs
-of batch 128 per run, one torch thread. Measured for docs/results/steering_eval: 18.4 and
-15.2 min of training, 39.9 min in all, on 2 cores shared with other jobs (load average ~7);
-at the 62 training images/s measured there under lighter load a run takes ~8 min.
+of batch 128 per run, one torch thread. Measured for docs/results/steering_eval: 6.6 and 8.3
+min of training, 18.1 min in all, on 2 cores shared with other jobs (load average ~2); the
+same run took 39.9 min at load average ~7 (and gave the same numbers: it is deterministic).
 """
 
 from __future__ import annotations

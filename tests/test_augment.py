@@ -150,6 +150,18 @@ def test_seeded_runs_reproduce(name):
     assert not torch.equal(p1, aug(x)[1])
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_views_do_not_depend_on_the_chunk_size(name):
+    whole = PRESETS[name](16, "normalized")
+    x = images(7, 20)
+    views, params = whole(x)
+    for chunk_size in (1, 3):
+        chunked = ParamAugment(list(whole.ops), "normalized", chunk_size=chunk_size)
+        assert torch.equal(chunked(x, params=params)[0], views)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ParamAugment(list(whole.ops), chunk_size=0)
+
+
 def test_bfloat16_images_keep_their_dtype():
     aug = augment.byol(16, view=2)
     views, params = aug(images(4, 16, dtype=torch.bfloat16))

@@ -162,6 +162,14 @@ def test_views_do_not_depend_on_the_chunk_size(name):
         ParamAugment(list(whole.ops), chunk_size=0)
 
 
+def test_module_conversions_still_work():
+    aug = augment.byol(8, view=2)
+    assert aug.to("cpu") is aug and aug.float() is aug
+    assert isinstance(aug.state_dict(), dict)
+    views, _ = aug(images(2, 8))
+    assert views.shape == (2, 3, 8, 8)
+
+
 def test_bfloat16_images_keep_their_dtype():
     aug = augment.byol(16, view=2)
     views, params = aug(images(4, 16, dtype=torch.bfloat16))

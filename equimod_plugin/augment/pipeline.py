@@ -121,12 +121,12 @@ class ParamAugment(nn.Module):
             return x.new_empty(0, x.shape[1], *size), params
         chunk = self.chunk_size or max(1, _CHUNK_ELEMENTS // x[0].numel())
         chunks = [
-            self._apply(x[i : i + chunk], params[i : i + chunk])
+            self._apply_ops(x[i : i + chunk], params[i : i + chunk])
             for i in range(0, x.shape[0], chunk)
         ]
         return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)), params
 
-    def _apply(self, x: Tensor, params: Tensor) -> Tensor:
+    def _apply_ops(self, x: Tensor, params: Tensor) -> Tensor:
         for op, s in zip(self.ops, self._slices, strict=True):
             x = op.apply(x, params[:, s])
         return x

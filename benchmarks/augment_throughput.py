@@ -37,14 +37,10 @@ Writes ``augment_throughput.md`` and ``augment_throughput.json`` to ``--out`` (d
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -53,6 +49,7 @@ from pathlib import Path
 import lightly
 import numpy as np
 import torch
+from _report import machine, output_dir
 from lightly.transforms.byol_transform import (
     BYOLTransform,
     BYOLView1Transform,
@@ -231,24 +228,8 @@ def compare_stats(photos: Sequence[np.ndarray], config: Config) -> list[dict[str
 
 
 def hardware() -> dict[str, object]:
-    """CPU model, cores available and used, load average, library versions and the date."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0],
-        "torch": torch.__version__,
-        "lightly": lightly.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    """The machine (see ``_report.machine``) and lightly's version."""
+    return {**machine(), "lightly": lightly.__version__}
 
 
 def markdown(hw: dict[str, object], timings: list[Timing], stats: list[dict[str, object]]) -> str:
@@ -306,11 +287,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     config = QUICK if args.quick else FULL
-    out = args.out or (
-        Path(tempfile.mkdtemp(prefix="augment_throughput_"))
-        if args.quick
-        else Path(__file__).parent / "results"
-    )
+    out = output_dir(args, "augment_throughput")
     torch.set_num_threads(THREADS)
     torch.manual_seed(SEED)
     np.random.seed(SEED)

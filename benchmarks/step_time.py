@@ -52,12 +52,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
-import os
-import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -66,6 +62,7 @@ from pathlib import Path
 import lightly
 import torch
 import torchvision
+from _report import machine, output_dir
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -345,23 +342,10 @@ def top_ops(step: Callable[[], None]) -> str:
 
 
 def hardware(config: Config) -> dict[str, object]:
-    """CPU model, cores available and used, library versions, date and run settings."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
+    """The machine (see ``_report.machine``), lightly's version and the run settings."""
     return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **machine(),
         "lightly": lightly.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "batch_sizes": ", ".join(str(b) for b in config.batch_sizes),
         "image_size": SIZE,
         "reps": config.reps,
@@ -441,11 +425,7 @@ def main() -> None:
     config = QUICK if args.quick else FULL
     if args.batch_sizes:
         config = replace(config, batch_sizes=tuple(args.batch_sizes))
-    out = args.out or (
-        Path(tempfile.mkdtemp(prefix="step_time_"))
-        if args.quick
-        else Path(__file__).parent / "results"
-    )
+    out = output_dir(args, "step_time")
     torch.set_num_threads(args.threads)
     hw = hardware(config)
     timings, profiles = [], {}

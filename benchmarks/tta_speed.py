@@ -50,12 +50,9 @@ with ``--quick``, a new temporary directory).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -63,6 +60,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from _report import machine, output_dir
 from torch import Tensor, nn
 
 from equimod_plugin import augment
@@ -341,26 +339,10 @@ def summarise(config: SizeConfig, ks: tuple[int, ...], s: Samples) -> dict[str, 
 
 
 def hardware() -> dict[str, object]:
-    """CPU model, cores available and used, OpenMP wait policy, load, library versions, date."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
-        "load_average_start": os.getloadavg()[0],
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    """The machine (see ``_report.machine``) and torchvision's version."""
+    info = {**machine(), "torchvision": torchvision.__version__}
+    info["load_average_start"] = info.pop("load_average_1min")
+    return info
 
 
 def tta_table(results: list[dict[str, object]]) -> list[str]:
@@ -450,11 +432,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     config = QUICK if args.quick else FULL
-    out = args.out or (
-        Path(tempfile.mkdtemp(prefix="tta_speed_"))
-        if args.quick
-        else Path(__file__).parent / "results"
-    )
+    out = output_dir(args, "tta_speed")
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
     hw = hardware()

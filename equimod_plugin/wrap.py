@@ -74,15 +74,24 @@ def _shared_pass(backbone: nn.Module) -> _SharedPass:
     return forward
 
 
+def _device_of(module: nn.Module) -> torch.device | None:
+    """Device of the module's first parameter or buffer; ``None`` if it has neither."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return None
+
+
 def infer_feature_dim(backbone: nn.Module, size: tuple[int, int], channels: int = 3) -> int:
     """Width D of ``backbone``'s flattened output on ``(2, channels, *size)`` zeros.
 
     Runs in eval mode without gradients (no BatchNorm statistic changes) on the backbone's
     device, and restores every submodule's mode.
     """
-    tensors = [*backbone.parameters(), *backbone.buffers()]
-    device = tensors[0].device if tensors else torch.device("cpu")
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+    device = _device_of(backbone) or torch.device("cpu")
+    dtype = next(
+        (t.dtype for t in (*backbone.parameters(), *backbone.buffers()) if t.is_floating_point()),
+        torch.float32,
+    )
     modes = [(m, m.training) for m in backbone.modules()]
     backbone.eval()
     try:
@@ -194,11 +203,6 @@ class EquivarianceBranch(nn.Module):
     def output_size(self) -> tuple[int, int] | None:
         return self.augments[0].output_size
 
-    def _device(self, fallback: torch.device) -> torch.device:
-        for t in (*self.term.parameters(), *self.backbone.parameters()):
-            return t.device
-        return fallback
-
     def views(self, images: Tensor) -> tuple[Tensor, ...]:
         """Make the views of ``images`` and run the shared backbone pass.
 
@@ -210,12 +214,12 @@ class EquivarianceBranch(nn.Module):
             ``V`` normalised views ``(B, 3, h, w)``; pass them to the model unchanged.
         """
         check_images(images, "images")
-        x = images.to(self._device(images.device))
+        x = images.to(_device_of(self.term) or _device_of(self.backbone) or images.device)
         size = self.output_size
         original = x
         if size is not None and tuple(x.shape[-2:]) != size:
             original = F.interpolate(x, size=size, mode="bilinear", antialias=True).clamp(0, 1)
-        views, params = zip(*(aug(x) for aug in self.augments), strict=True)
+        views, params = zip(*(aug._augment(x, None) for aug in self.augments), strict=True)
         batch = torch.cat([original, *views])
         if self.normalize:
             batch = (batch - self.mean.to(batch.dtype)) / self.std.to(batch.dtype)
@@ -278,9 +282,9 @@ def _branch(
             f"image (flattened) at size {size}"
         )
     term = make_term(inferred, first)
-    tensors = [*backbone.parameters(), *backbone.buffers()]
-    if tensors:
-        term.to(tensors[0].device)
+    device = _device_of(backbone)
+    if device is not None:
+        term.to(device)
     return EquivarianceBranch(backbone, augment, term, weight=weight, normalize=normalize)
 
 

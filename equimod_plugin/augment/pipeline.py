@@ -109,13 +109,19 @@ class ParamAugment(nn.Module):
             ``(views, params)``.
         """
         check_images(x)
-        if params is None:
-            params = self._sample(x, generator)
-        else:
+        if params is not None:
             check_same_device(x=x, params=params)
             self.layout.check(params, batch_size=x.shape[0])
             for op, s in zip(self.ops, self._slices, strict=True):
                 op.check_values(params[:, s])
+        return self._augment(x, params, generator)
+
+    def _augment(
+        self, x: Tensor, params: Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` for images and parameters the caller has validated already."""
+        if params is None:
+            params = self._sample(x, generator)
         if x.shape[0] == 0:
             size = self.output_size or tuple(x.shape[-2:])
             return x.new_empty(0, x.shape[1], *size), params

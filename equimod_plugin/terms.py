@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from equimod_plugin._checks import check_matrix, check_same_device, check_views
 from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput
 from equimod_plugin.losses import EquiModLoss
 from equimod_plugin.metrics import equivariance_metrics
@@ -100,11 +101,17 @@ class EquiModTerm(nn.Module):
 
 
 class SteeringTerm(nn.Module):
-    """The steering term of Bhardwaj et al.: ``M(a) f(x_o)`` should match ``f(a(x_o))``.
+    """The steering term of Bhardwaj et al.: ``M(a) e(x_o)`` should match ``e(a(x_o))``.
 
-    Works on the backbone features themselves (the representation that is steered at test
-    time), with a :class:`~equimod_plugin.steering.SteeringOperator` and a
-    :class:`~equimod_plugin.steering.SteeringLoss`.
+    The operator acts on the *standardised* backbone features ``e(x) = BN(f(x))``, a
+    ``BatchNorm1d`` without affine parameters (batch statistics in training, running
+    statistics in eval mode): on raw features a cosine or MSE loss has a shortcut, since an
+    encoder that adds one large component shared by all images brings every raw cosine near 1
+    without steering anything (ReLU-then-pooling features are all non-negative, so this
+    happened in ``examples/steering_eval.py``). Standardising removes the shared component
+    and makes the loss blind to the features' scale. ``standardize=False`` steers the raw
+    features. At test time, steer in the same space: :meth:`SteeredTTA.from_term
+    <equimod_plugin.tta.SteeredTTA.from_term>` appends ``term.standardize`` to the encoder.
 
     - [0] Bhardwaj et al., Steerable Equivariant Representation Learning, 2023,
       https://arxiv.org/abs/2302.11349
@@ -115,6 +122,7 @@ class SteeringTerm(nn.Module):
         identity: ``(P,)`` identity parameters of the augmentation's layout.
         kind: the operator's parameterisation (``"low_rank"``, ``"exponential"``, ``"full"``).
         loss: default ``SteeringLoss("cosine")``.
+        standardize: steer standardised features (default) or raw features.
         operator_kwargs: ``rank``, ``num_generators``, ``hidden_dim`` of the operator.
 
     Example:
@@ -132,11 +140,15 @@ class SteeringTerm(nn.Module):
         identity: Tensor | None = None,
         kind: Kind = "low_rank",
         loss: nn.Module | None = None,
+        standardize: bool = True,
         **operator_kwargs: int,
     ) -> None:
         super().__init__()
         self.operator = SteeringOperator(
             feature_dim, param_dim, kind=kind, identity=identity, **operator_kwargs
+        )
+        self.standardize: nn.Module = (
+            nn.BatchNorm1d(feature_dim, affine=False) if standardize else nn.Identity()
         )
         self.loss = SteeringLoss() if loss is None else loss
         self._last: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
@@ -150,21 +162,33 @@ class SteeringTerm(nn.Module):
         return self.operator.param_dim
 
     def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
-        """Loss of steering the originals' features to the views' features.
+        """Loss of steering the originals' embeddings to the views' embeddings.
 
         Args:
             features_o: ``(B, D)``; features_views: ``(V, B, D)``; params: ``(V, B, P)``.
+
+        The originals and the views are standardised together, in one call.
         """
+        dim = self.feature_dim
+        check_matrix(features_o, "features_o", cols=dim, what="feature_dim")
+        batch = features_o.shape[0]
+        check_views(features_views, "features_views", rows=batch, cols=dim, what="feature_dim")
         views = features_views.shape[0]
-        original = features_o.repeat(views, 1)
-        target = features_views.flatten(0, 1)
+        check_views(params, "params", views=views, rows=batch, cols=self.param_dim, what="P")
+        check_same_device(features_o=features_o, features_views=features_views, params=params)
+        embedded = self.standardize(torch.cat([features_o, features_views.flatten(0, 1)]))
+        original = embedded[:batch].repeat(views, 1)
+        target = embedded[batch:]
         steered = self.operator(original, params.flatten(0, 1))
         loss: Tensor = self.loss(steered, target)
         self._last = (original.detach(), steered.detach(), target.detach(), loss.detach())
         return loss
 
     def metrics(self) -> dict[str, float]:
-        """Loss, mean ``cos(M f_o, f_a)`` and, for reference, mean ``cos(f_o, f_a)``."""
+        """Loss, mean ``cos(M e_o, e_a)`` and, for reference, mean ``cos(e_o, e_a)``.
+
+        ``e`` are the embeddings the operator acts on (standardised features by default).
+        """
         if self._last is None:
             raise RuntimeError("metrics() needs a forward call first")
         original, steered, target, loss = self._last

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.steering import SteeringOperator
+from equimod_plugin.terms import SteeringTerm
 
 __all__ = ["SteeredTTA", "TTAOutput", "dispersion", "tta_params"]
 
@@ -61,13 +62,15 @@ def tta_params(
 
 
 class SteeredTTA(nn.Module):
-    """Encode once, steer to K augmentations, aggregate.
+    """Encode once, steer to K augmentations, aggregate (Bhardwaj et al., 2023).
+
+    For a model trained with a :class:`~equimod_plugin.terms.SteeringTerm`, build it with
+    :meth:`from_term`, which steers in the term's standardised feature space.
 
     Args:
-        encoder: maps normalised images ``(B, 3, H, W)`` to features (flattened to ``(B, D)``),
-            e.g. the trained backbone.
-        operator: the trained :class:`~equimod_plugin.steering.SteeringOperator` (e.g.
-            ``branch.term.operator``).
+        encoder: maps normalised images ``(B, 3, H, W)`` to the embeddings the operator acts
+            on (flattened to ``(B, D)``).
+        operator: the trained :class:`~equimod_plugin.steering.SteeringOperator`.
         params: ``(K, P)`` the K augmentations, e.g. from :func:`tta_params`.
 
     Example:
@@ -93,6 +96,23 @@ class SteeredTTA(nn.Module):
         self.encoder = encoder
         self.operator = operator
         self.register_buffer("params", params.detach().clone())
+
+    @classmethod
+    def from_term(cls, encoder: nn.Module, term: SteeringTerm, params: Tensor) -> SteeredTTA:
+        """TTA in the space a :class:`~equimod_plugin.terms.SteeringTerm` was trained in.
+
+        The encoder is followed by the term's ``standardize`` (its running statistics in eval
+        mode) and the operator is the term's, e.g.
+        ``SteeredTTA.from_term(model.backbone, model.equivariance.term, params).eval()``.
+
+        Args:
+            encoder: the trained backbone, ``(B, 3, H, W) -> (B, D)`` (flattened if needed).
+            term: the trained term (``branch.term``).
+            params: ``(K, P)`` the K augmentations.
+        """
+        if not isinstance(term, SteeringTerm):
+            raise TypeError(f"term must be a SteeringTerm, got {type(term).__name__}")
+        return cls(nn.Sequential(encoder, nn.Flatten(), term.standardize), term.operator, params)
 
     def steer(self, features: Tensor) -> TTAOutput:
         """Steer precomputed features ``(B, D)`` to the K augmentations."""

@@ -8,23 +8,25 @@ BYOL, invariant), the steered run weight 1 (``0.5 * (BYOL) + branch.loss()``). F
 items are tinted with one of 8 hues 45 degrees apart (a second, colour-only label); BYOL's
 hue jitter (+-36 degrees) and grayscale push an invariant model to drop the hue.
 
-Each run's steering operators, all ``SteeringOperator(32, 18, "low_rank", rank=16)``:
+The steering term standardises the backbone features (``e = term.standardize(f)``, a BatchNorm
+without affine parameters) and steers ``e``; the baseline's term runs at weight 0, so it has the
+same standardisation statistics and both runs are evaluated in their own ``e``. Each run's
+steering operators, all ``SteeringOperator(32, 18, "low_rank", rank=16)``:
 
-- **post hoc**: fitted after training, with the encoder frozen, on eval-mode features of
+- **post hoc**: fitted after training, with the encoder frozen, on eval-mode embeddings of
   training images and their views (same procedure for both runs); the baseline's only one.
 - **joint**: the steered run's operator trained with the encoder (the baseline's gets no
   gradient at weight 0 and is not reported).
 
-Reported per run, on held-out test images: (a) mean ``cos(M(a) f(x), f(a(x)))`` against the
-unsteered ``cos(f(x), f(a(x)))``, as they are and centred on the mean training feature (the
-features are non-negative, ReLU then average pooling, so a component shared by all images can
-push every raw cosine towards 1: ``cos(f(x), f(x'))`` of two different images shows how much);
-(b) linear-probe accuracy of the class and of the hue
-(probe fitted on clean training features); (c) the class probe's accuracy on corrupted test
-sets (``imagecorruptions``, ImageNet-C parameters applied at 32 px: harsh, so severities 1-2);
+Reported per run, on held-out test images: (a) mean ``cos(M(a) e(x), e(a(x)))`` against the
+unsteered ``cos(e(x), e(a(x)))``, and ``cos(e(x), e(x'))`` of two different images (and of raw
+features: ReLU-then-pooling features are non-negative, so a component shared by all images
+pushes raw cosines towards 1); (b) linear-probe accuracy of the class and of the hue (probe
+fitted on clean training features f); (c) the class probe's accuracy on corrupted test sets
+(``imagecorruptions``, ImageNet-C parameters applied at 32 px: harsh, so severities 1-2);
 (d) OOD-detection ROC AUC, clean test (negatives) vs each corrupted set (positives), of the
-steered-TTA dispersion (K = 16 steered embeddings; also centred like the cosines) and of a
-non-TTA score (cosine distance to the nearest training feature). Writes ``steering_eval.md``, ``steering_eval.json`` and
+steered-TTA dispersion (K = 16 steered embeddings) and of a non-TTA score (cosine distance to
+the nearest training embedding). Writes ``steering_eval.md``, ``steering_eval.json`` and
 ``steering_eval.png``.
 
     pip install imagecorruptions-imaug      # imports as imagecorruptions
@@ -61,11 +63,11 @@ from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
-from equimod_plugin import SteeringLoss, SteeringOperator, augment, steering_branch
+from equimod_plugin import SteeringLoss, SteeringOperator, SteeringTerm, augment, steering_branch
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.datasets import fashion_mnist_source, load_fashion_mnist, random_hue_labels, tint
 from equimod_plugin.evaluation import extract_features, linear_probe, roc_auc
-from equimod_plugin.tta import SteeredTTA, dispersion, tta_params
+from equimod_plugin.tta import SteeredTTA, tta_params
 from equimod_plugin.wrap import IMAGENET_NORMALIZE, EquivarianceBranch
 from quickstart import BYOL, convnet
 
@@ -208,43 +210,42 @@ def view_features(
     return torch.cat(originals), torch.cat(targets), torch.cat(params)
 
 
-def fit_operator(f_o: Tensor, f_a: Tensor, params: Tensor, config: Config) -> SteeringOperator:
-    """Post-hoc operator on frozen features: Adam on the steering term's cosine loss."""
+def fit_operator(e_o: Tensor, e_a: Tensor, params: Tensor, config: Config) -> SteeringOperator:
+    """Post-hoc operator on frozen embeddings: Adam on the steering term's cosine loss."""
     torch.manual_seed(config.seed)
     identity = views_pair()[0].identity_params(1)[0]
-    operator = SteeringOperator(f_o.shape[1], params.shape[1], kind="low_rank", identity=identity)
+    operator = SteeringOperator(e_o.shape[1], params.shape[1], kind="low_rank", identity=identity)
     optimizer = torch.optim.Adam(operator.parameters(), lr=3e-3)
     criterion = SteeringLoss("cosine")
     for _ in range(config.fit_epochs):
-        for index in torch.randperm(len(f_o)).split(256):
-            loss = criterion(operator(f_o[index], params[index]), f_a[index])
+        for index in torch.randperm(len(e_o)).split(256):
+            loss = criterion(operator(e_o[index], params[index]), e_a[index])
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
     return operator.eval()
 
 
-def cosines(a: Tensor, b: Tensor, mean: Tensor, prefix: str) -> dict[str, float]:
-    """Mean row cosine of ``a`` and ``b``, as they are and centred on ``mean``."""
-    return {
-        prefix: F.cosine_similarity(a, b).mean().item(),
-        f"{prefix}_centred": F.cosine_similarity(a - mean, b - mean).mean().item(),
-    }
+def mean_cos(a: Tensor, b: Tensor) -> float:
+    return F.cosine_similarity(a, b).mean().item()
 
 
 def steering_cosines(
-    operators: dict[str, SteeringOperator], f_o: Tensor, f_a: Tensor, params: Tensor, mean: Tensor
+    operators: dict[str, SteeringOperator], e_o: Tensor, e_a: Tensor, params: Tensor, f_o: Tensor
 ) -> dict[str, float]:
-    """cos(f(x), f(a(x))) and, per operator, cos(M(a) f(x), f(a(x))); also centred on ``mean``.
+    """cos(e(x), e(a(x))) and, per operator, cos(M(a) e(x), e(a(x))) of the embeddings ``e``.
 
-    ``cos_between_images`` (f(x) against another image's f(x')) tells how much of a cosine
-    near 1 a component shared by all features explains.
+    ``cos_between_images`` (e(x) against another image's e(x')) and its raw-feature version
+    tell how much of a cosine near 1 a component shared by all images explains.
     """
     with torch.no_grad():
-        out = cosines(f_o, f_a, mean, "cos_unsteered")
-        out |= cosines(f_o, f_o.roll(1, dims=0), mean, "cos_between_images")
+        out = {
+            "cos_unsteered": mean_cos(e_o, e_a),
+            "cos_between_images": mean_cos(e_o, e_o.roll(1, dims=0)),
+            "cos_between_images_raw": mean_cos(f_o, f_o.roll(1, dims=0)),
+        }
         for name, operator in operators.items():
-            out |= cosines(operator(f_o, params), f_a, mean, f"cos_steered_{name}")
+            out[f"cos_steered_{name}"] = mean_cos(operator(e_o, params), e_a)
     return out
 
 
@@ -252,50 +253,54 @@ def steering_cosines(
 
 
 def nearest_distance(train: Tensor, test: Tensor) -> Tensor:
-    """Cosine distance of each test feature to its nearest training feature, (M,)."""
+    """Cosine distance of each test embedding to its nearest training embedding, (M,)."""
     similarity = F.normalize(test, dim=1) @ F.normalize(train, dim=1).T
     return 1 - similarity.max(dim=1).values
 
 
-def ood_scores(
-    operators: dict[str, SteeringOperator], tta: Tensor, train: Tensor, features: Tensor
-) -> dict[str, Tensor]:
-    """Per test feature: TTA dispersion per operator (as is and centred on the training
-    features' mean) and the nearest-neighbour distance."""
-    scores = {}
+def ood_scores(operators: dict[str, SteeringOperator], tta: Tensor, train: Tensor, test: Tensor) -> dict[str, Tensor]:
+    """Per test embedding: the steered-TTA dispersion per operator and the kNN distance."""
     with torch.no_grad():
-        for name, operator in operators.items():
-            out = SteeredTTA(nn.Identity(), operator, tta).steer(features)
-            scores[f"dispersion_{name}"] = out.score
-            scores[f"dispersion_centred_{name}"] = dispersion(out.steered - train.mean(0))
-    return {**scores, "knn_distance": nearest_distance(train, features)}
+        scores = {
+            f"dispersion_{name}": SteeredTTA(nn.Identity(), operator, tta).steer(test).score
+            for name, operator in operators.items()
+        }
+    return {**scores, "knn_distance": nearest_distance(train, test)}
 
 
 def evaluate(
-    backbone: nn.Module,
-    joint: SteeringOperator | None,
-    data: dict[str, Any],
-    config: Config,
+    backbone: nn.Module, term: SteeringTerm, joint: bool, data: dict[str, Any], config: Config
 ) -> dict[str, Any]:
-    """All metrics of one trained backbone (``joint``: its jointly trained operator, if any)."""
+    """All metrics of one trained backbone and its steering term (``joint``: report its operator).
+
+    Steering, dispersion and kNN distance work on the embeddings ``e = term.standardize(f)`` (its
+    running statistics); the linear probes on the features ``f``.
+    """
     backbone.eval()
+    standardize = term.standardize.eval()
+
+    def embed(f: Tensor) -> Tensor:
+        with torch.no_grad():
+            return standardize(f)
+
     generator = torch.Generator().manual_seed(config.seed + 1)
-    fit = view_features(backbone, data["train"][0], config.fit_rounds, generator)
-    operators = {"posthoc": fit_operator(*fit, config)}
-    if joint is not None:
-        operators["joint"] = joint.eval()
-    held_out = view_features(backbone, data["test"][0], 1, torch.Generator().manual_seed(config.seed + 2))
+    f_o, f_a, params = view_features(backbone, data["train"][0], config.fit_rounds, generator)
+    operators = {"posthoc": fit_operator(embed(f_o), embed(f_a), params, config)}
+    if joint:
+        operators["joint"] = term.operator.eval()
+    f_o, f_a, params = view_features(backbone, data["test"][0], 1, torch.Generator().manual_seed(config.seed + 2))
+    result: dict[str, Any] = steering_cosines(operators, embed(f_o), embed(f_a), params, f_o)
     train_f, test_f = encode(backbone, data["train"][0]), encode(backbone, data["test"][0])
     (_, train_y, train_h), (_, test_y, test_h) = data["train"], data["test"]
-    result: dict[str, Any] = steering_cosines(operators, *held_out, train_f.mean(0))
     result["probe_class"] = linear_probe(train_f, train_y, test_f, test_y)
     result["probe_hue"] = linear_probe(train_f, train_h, test_f, test_h)
-    clean = ood_scores(operators, data["tta_params"], train_f, test_f)
+    train_e = embed(train_f)
+    clean = ood_scores(operators, data["tta_params"], train_e, embed(test_f))
     result["probe_corrupted"], result["auc"] = {}, {score: {} for score in clean}
     for key, images in data["corrupted"].items():
         features = encode(backbone, images)
         result["probe_corrupted"][key] = linear_probe(train_f, train_y, features, test_y)
-        for score, values in ood_scores(operators, data["tta_params"], train_f, features).items():
+        for score, values in ood_scores(operators, data["tta_params"], train_e, embed(features)).items():
             result["auc"][score][key] = roc_auc(clean[score], values)
     result["probe_corrupted_mean"] = float(np.mean(list(result["probe_corrupted"].values())))
     result["auc_mean"] = {score: float(np.mean(list(v.values()))) for score, v in result["auc"].items()}
@@ -316,10 +321,11 @@ def hardware(minutes: dict[str, float], data: dict[str, Any], config: Config) ->
 
 
 COSINE_ROWS = {
-    "cos(f(x), f(x')), two different images": "cos_between_images",
-    "cos(f(x), f(a(x))), unsteered": "cos_unsteered",
-    "cos(M(a) f(x), f(a(x))), post-hoc operator": "cos_steered_posthoc",
-    "cos(M(a) f(x), f(a(x))), joint operator": "cos_steered_joint",
+    "cos(f(x), f(x')), two different images, raw features": "cos_between_images_raw",
+    "cos(e(x), e(x')), two different images": "cos_between_images",
+    "cos(e(x), e(a(x))), unsteered": "cos_unsteered",
+    "cos(M(a) e(x), e(a(x))), post-hoc operator": "cos_steered_posthoc",
+    "cos(M(a) e(x), e(a(x))), joint operator": "cos_steered_joint",
 }
 PROBE_ROWS = {
     "linear probe, class (clean)": "probe_class",
@@ -327,10 +333,8 @@ PROBE_ROWS = {
     "linear probe, class, corrupted (mean)": "probe_corrupted_mean",
 }
 SCORES = {
-    "dispersion, post-hoc M": "dispersion_posthoc",
-    "dispersion, joint M": "dispersion_joint",
-    "centred dispersion, post-hoc M": "dispersion_centred_posthoc",
-    "centred dispersion, joint M": "dispersion_centred_joint",
+    "TTA dispersion, post-hoc M": "dispersion_posthoc",
+    "TTA dispersion, joint M": "dispersion_joint",
     "kNN distance (no TTA)": "knn_distance",
 }
 
@@ -350,10 +354,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| metric | " + " | ".join(LABELS[m] for m in MODELS) + " |",
         "|---|" + "---:|" * len(MODELS),
     ]
-    for suffix, note in (("", ""), ("_centred", ", centred")):
-        lines += [
-            row(label + note, [models[m].get(key + suffix) for m in MODELS]) for label, key in COSINE_ROWS.items()
-        ]
+    lines += [row(label, [models[m].get(key) for m in MODELS]) for label, key in COSINE_ROWS.items()]
     lines += [row(label, [models[m][key] for m in MODELS]) for label, key in PROBE_ROWS.items()]
     lines += [
         row(f"OOD AUC (mean), {label}", [models[m]["auc_mean"].get(key) for m in MODELS])
@@ -362,16 +363,18 @@ def markdown(report: dict[str, Any]) -> str:
     keys = list(models["baseline"]["probe_corrupted"])
     lines += [
         "",
-        "Held-out cosines on the test images and one view each of BYOL's two augmentations; centred: features "
-        "minus the mean of the model's training features. Post-hoc operator: fitted after training on the frozen "
-        "encoder's eval-mode features (same procedure for both runs; the baseline's only operator). Joint "
-        "operator: trained with the encoder (steered run only). Hue: 8 tints 45 degrees apart.",
+        "Held-out cosines on the test images and one view each of BYOL's two augmentations. e = the steering "
+        "term's standardisation of the backbone features f (BatchNorm without affine, running statistics; the "
+        "baseline's term runs at weight 0, so it has them too): the space the operators act in. Post-hoc "
+        "operator: fitted after training on the frozen encoder's eval-mode embeddings (same procedure for both "
+        "runs; the baseline's only operator). Joint operator: trained with the encoder (steered run only). "
+        f"Hue: {config['num_hues']} tints {360 // config['num_hues']} degrees apart.",
         "",
         f"Corruptions (imagecorruptions, ImageNet-C parameters at 32 px): {', '.join(config['corruptions'])}; "
         f"severities {', '.join(map(str, config['severities']))}. OOD: clean test = negatives, each corrupted copy "
-        f"of it = positives. Dispersion: mean cosine distance of K = {config['tta_k']} steered embeddings to their "
-        "mean direction (`equimod_plugin.tta.dispersion`); centred: of the steered embeddings minus the training "
-        "features' mean. kNN distance: cosine distance to the nearest training feature.",
+        f"of it = positives. TTA dispersion: mean cosine distance of K = {config['tta_k']} steered embeddings to their "
+        "mean direction (`equimod_plugin.tta.dispersion`). kNN distance: cosine distance of e to the nearest "
+        "training embedding.",
         "",
         "| corrupted set | " + " | ".join(keys) + " |",
         "|---|" + "---:|" * len(keys),
@@ -395,13 +398,13 @@ def bar_values(report: dict[str, Any], model: str, panel: str, keys: list[str]) 
 
 
 def figure(report: dict[str, Any], path: Path) -> None:
-    """Bars per model: centred steerability cosines, probe accuracies, mean OOD AUCs."""
+    """Bars per model: steerability cosines, probe accuracies, mean OOD AUCs."""
     panels = {
-        "held-out cosines, centred": {
-            "f(x), f(x')": "cos_between_images_centred",
-            "f(x), f(a(x))": "cos_unsteered_centred",
-            "M(a) f(x), f(a(x))\npost-hoc M": "cos_steered_posthoc_centred",
-            "M(a) f(x), f(a(x))\njoint M": "cos_steered_joint_centred",
+        "held-out cosines of embeddings e": {
+            "e(x), e(x')": "cos_between_images",
+            "e(x), e(a(x))": "cos_unsteered",
+            "M(a) e(x), e(a(x))\npost-hoc M": "cos_steered_posthoc",
+            "M(a) e(x), e(a(x))\njoint M": "cos_steered_joint",
         },
         "linear probe accuracy": {
             "class": "probe_class",
@@ -409,10 +412,8 @@ def figure(report: dict[str, Any], path: Path) -> None:
             "class, corrupted": "probe_corrupted_mean",
         },
         "OOD AUC, clean vs corrupted (mean)": {
-            "disp.\npost hoc": "dispersion_posthoc",
-            "disp.\njoint": "dispersion_joint",
-            "centred\npost hoc": "dispersion_centred_posthoc",
-            "centred\njoint": "dispersion_centred_joint",
+            "TTA disp.\npost-hoc M": "dispersion_posthoc",
+            "TTA disp.\njoint M": "dispersion_joint",
             "kNN\ndistance": "knn_distance",
         },
     }
@@ -481,8 +482,7 @@ def main() -> None:
         model, branch, log = train(data["train"][0], weight, config)
         minutes[f"train_{name}"] = (time.perf_counter() - t0) / 60
         report["training"][name] = log
-        joint = branch.term.operator if weight > 0 else None
-        report["models"][name] = evaluate(model.backbone, joint, data, config)
+        report["models"][name] = evaluate(model.backbone, branch.term, weight > 0, data, config)
     minutes["total"] = (time.perf_counter() - start) / 60
     report["minutes"] = minutes
     report["hardware"] = hardware(minutes, data, config)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from equimod_plugin import (
+    EquiModTerm,
     SteeringLoss,
     SteeringOperator,
     SteeringTerm,
@@ -199,6 +200,52 @@ def test_tta_steers_once_encoded_features():
     # identity augmentations only: no spread
     still = SteeredTTA(encoder, op, aug.identity_params(4)).eval()
     assert still(images).score.abs().max() < 1e-6
+
+
+def test_tta_from_term_steers_in_the_terms_standardised_space():
+    torch.manual_seed(3)
+    encoder = convnet()
+    term = SteeringTerm(8, 18, rank=2, hidden_dim=8)
+    term(torch.randn(16, 8) + 5, torch.randn(2, 16, 8) + 5, torch.randn(2, 16, 18))
+    params = tta_params(augment.byol(12, view=1, blur_kernel=3), 5, (12, 12))
+    tta = SteeredTTA.from_term(encoder, term, params).eval()
+    images = torch.randn(3, 3, 12, 12)
+    with torch.no_grad():
+        embedded = term.standardize.eval()(encoder(images).flatten(1))
+        expected = term.operator.steer_many(embedded, params)
+        out = tta(images)
+    torch.testing.assert_close(out.steered, expected)
+    assert tta.encoder[-1] is term.standardize  # running statistics, not a copy
+    with pytest.raises(TypeError, match="term must be a SteeringTerm"):
+        SteeredTTA.from_term(encoder, EquiModTerm(8, 18, hidden_dim=8), params)
+
+
+def test_steering_term_loss_has_no_shared_component_shortcut():
+    """A component shared by all images makes raw cosines ~1; standardised, it changes nothing."""
+    torch.manual_seed(4)
+    f_o, f_v, params = torch.randn(32, 8), torch.randn(2, 32, 8), torch.randn(2, 32, 18)
+    shared = 100 * torch.rand(8)
+    for kind in ("low_rank", "exponential"):
+        torch.manual_seed(5)
+        term = SteeringTerm(8, 18, kind=kind, rank=2, hidden_dim=8)
+        plain = term(f_o, f_v, params)
+        close = dict(rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(term(f_o + shared, f_v + shared, params), plain, **close)
+        torch.testing.assert_close(term(3 * f_o, 3 * f_v, params), plain, **close)
+        torch.manual_seed(5)
+        raw = SteeringTerm(8, 18, kind=kind, rank=2, hidden_dim=8, standardize=False)
+        assert raw(f_o, f_v, params).item() > 0.5
+        assert raw(f_o + shared, f_v + shared, params).item() < 0.01  # the shortcut
+
+
+def test_steering_term_rejects_mismatched_features():
+    term = SteeringTerm(8, 18, rank=2, hidden_dim=8)
+    with pytest.raises(ValueError, match=r"features_views\[0\] must have shape \(4, 8\)"):
+        term(torch.randn(4, 8), torch.randn(2, 4, 7), torch.randn(2, 4, 18))
+    with pytest.raises(ValueError, match=r"params must have shape \(2, 4, P\)"):
+        term(torch.randn(4, 8), torch.randn(2, 4, 8), torch.randn(1, 4, 18))
+    with pytest.raises(ValueError, match="features_o must have shape"):
+        term(torch.randn(4, 9), torch.randn(2, 4, 8), torch.randn(2, 4, 18))
 
 
 def test_dispersion_orders_spread():

@@ -12,15 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-COSINES = {"cos_between_images", "cos_unsteered", "cos_steered_posthoc"}
-MODEL_KEYS = (
-    COSINES
-    | {f"{c}_centred" for c in COSINES}
-    | {"probe_class", "probe_hue", "probe_corrupted_mean"}
-)
-SCORES = {"dispersion_posthoc", "dispersion_centred_posthoc", "knn_distance"}
-JOINT_KEYS = {"cos_steered_joint", "cos_steered_joint_centred"}
-JOINT_SCORES = {"dispersion_joint", "dispersion_centred_joint"}
+COSINES = {"cos_between_images", "cos_between_images_raw", "cos_unsteered", "cos_steered_posthoc"}
+MODEL_KEYS = COSINES | {"probe_class", "probe_hue", "probe_corrupted_mean"}
+SCORES = {"dispersion_posthoc", "knn_distance"}
+JOINT_KEYS = {"cos_steered_joint"}
+JOINT_SCORES = {"dispersion_joint"}
 
 
 def finite_share(value: object) -> bool:

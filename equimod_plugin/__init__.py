@@ -5,6 +5,7 @@ The core imports only torch and kornia. Framework glue lives in
 """
 
 from equimod_plugin import augment
+from equimod_plugin._checks import validation
 from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput
 from equimod_plugin.losses import EquiModCosineLoss, EquiModLoss
 from equimod_plugin.metrics import equivariance_metrics
@@ -28,4 +29,5 @@ __all__ = [
     "equimod_branch",
     "equivariance_metrics",
     "steering_branch",
+    "validation",
 ]

@@ -2,14 +2,61 @@
 
 Every check raises a ``ValueError`` (or ``TypeError`` for a wrong type) whose message names
 the argument and says what was expected, so that bad input never broadcasts silently.
+
+The checks of *values* (finite, in [0, 1]) read the tensor back to the host: a device sync on
+GPU, and a graph break under ``torch.compile``. :func:`validation` turns them off for a block;
+the checks of type, shape, dtype and device, which cost nothing, always run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
-__all__ = ["check_images", "check_matrix", "check_same_device", "check_views"]
+__all__ = [
+    "check_images",
+    "check_matrix",
+    "check_same_device",
+    "check_views",
+    "validation",
+    "validation_enabled",
+]
+
+_validate_values = True
+
+
+def validation_enabled() -> bool:
+    """Whether the value checks (finite, range) run; ``True`` unless :func:`validation` is off."""
+    return _validate_values
+
+
+@contextmanager
+def validation(enabled: bool) -> Iterator[None]:
+    """Turn the value checks (NaN / Inf, images in [0, 1]) on or off inside the block.
+
+    Type, shape, dtype and device checks still run. Off, no check reads a tensor back to the
+    host (no device sync per call) and the heads, losses and steering operator compile with
+    ``torch.compile(fullgraph=True)``; NaN and out-of-range values then pass unnoticed.
+
+    Example:
+        >>> import torch
+        >>> from equimod_plugin import EquiModCosineLoss, validation
+        >>> y = torch.full((1, 2, 4), float("nan"))
+        >>> with validation(False):
+        ...     bool(EquiModCosineLoss()(y, y).isnan())
+        True
+    """
+    global _validate_values
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {enabled!r}")
+    previous, _validate_values = _validate_values, enabled
+    try:
+        yield
+    finally:
+        _validate_values = previous
 
 
 def _describe(t: Tensor) -> str:
@@ -34,7 +81,7 @@ def check_images(x: Tensor, name: str = "x", channels: int | None = 3) -> None:
         raise ValueError(
             f"{name} must have {channels} channels (B, {channels}, H, W), got {_describe(x)}"
         )
-    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+    if _validate_values and x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
         raise ValueError(
             f"{name} must have values in [0, 1] (no NaN), got min {x.min().item():.4g}, "
             f"max {x.max().item():.4g}; apply normalisation after the augmentation, not before"
@@ -58,7 +105,7 @@ def check_matrix(
         raise ValueError(f"{name} must be a floating point tensor {expected}, got {_describe(t)}")
     if (rows is not None and t.shape[0] != rows) or (cols is not None and t.shape[1] != cols):
         raise ValueError(f"{name} must have shape {expected}, got {_describe(t)}")
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    if _validate_values and t.numel() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite, got NaN or Inf in {_describe(t)}")
 
 

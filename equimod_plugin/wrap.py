@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equimod_plugin._checks import check_images
+from equimod_plugin._checks import check_images, validation, validation_enabled
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.steering import Kind
 from equimod_plugin.terms import EquiModTerm, SteeringTerm
@@ -134,6 +135,11 @@ class EquivarianceBranch(nn.Module):
         weight: the term's weight lambda (1.0 in every published EquiMod run).
         normalize: ``(mean, std)`` applied to originals and views after augmenting, or
             ``None``; default ImageNet's, like lightly's transforms.
+        validate: check the values each step (images in [0, 1], finite features, embeddings
+            and parameters). Each check reads a tensor back to the host, a device sync on GPU;
+            ``False`` (or setting ``branch.validate = False`` later) skips them inside
+            :meth:`views` and :meth:`loss`, keeping the free type and shape checks. See
+            :func:`equimod_plugin.validation`.
 
     Example:
         >>> import torch
@@ -155,8 +161,12 @@ class EquivarianceBranch(nn.Module):
         term: nn.Module,
         weight: float = 1.0,
         normalize: tuple[Sequence[float], Sequence[float]] | None = IMAGENET_NORMALIZE,
+        validate: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(validate, bool):
+            raise TypeError(f"validate must be a bool, got {validate!r}")
+        self.validate = validate
         if not isinstance(backbone, nn.Module):
             raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
         augments = [augment, augment] if isinstance(augment, ParamAugment) else list(augment)
@@ -213,6 +223,13 @@ class EquivarianceBranch(nn.Module):
         Returns:
             ``V`` normalised views ``(B, 3, h, w)``; pass them to the model unchanged.
         """
+        with self._validation():
+            return self._views(images)
+
+    def _validation(self) -> AbstractContextManager[None]:
+        return nullcontext() if self.validate else validation(False)
+
+    def _views(self, images: Tensor) -> tuple[Tensor, ...]:
         check_images(images, "images")
         x = images.to(_device_of(self.term) or _device_of(self.backbone) or images.device)
         size = self.output_size
@@ -225,7 +242,7 @@ class EquivarianceBranch(nn.Module):
             batch = (batch - self.mean.to(batch.dtype)) / self.std.to(batch.dtype)
         self._shared.served, self._shared.hits = [], 0
         features = self.backbone(batch)
-        if not bool(torch.isfinite(features).all()):
+        if validation_enabled() and not bool(torch.isfinite(features).all()):
             raise FloatingPointError(
                 "the backbone returned NaN or Inf features for the originals and views: "
                 "training has diverged (lower the learning rate?) or the weights are corrupt"
@@ -253,7 +270,8 @@ class EquivarianceBranch(nn.Module):
                 stacklevel=2,
             )
         f_o, *f_views = (f.flatten(1) for f in self.features)
-        loss = self.weight * self.term(f_o, torch.stack(f_views), self.params)
+        with self._validation():
+            loss = self.weight * self.term(f_o, torch.stack(f_views), self.params)
         self._shared.served = []
         self.features, self.params = [], None
         return loss

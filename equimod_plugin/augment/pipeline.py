@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from equimod_plugin._checks import check_images, check_same_device
+from equimod_plugin._checks import check_images, check_same_device, validation_enabled
 from equimod_plugin.augment.layout import ParamLayout
 from equimod_plugin.augment.ops import ParamOp, RandomResizedCrop
 
@@ -112,8 +112,9 @@ class ParamAugment(nn.Module):
         if params is not None:
             check_same_device(x=x, params=params)
             self.layout.check(params, batch_size=x.shape[0])
-            for op, s in zip(self.ops, self._slices, strict=True):
-                op.check_values(params[:, s])
+            if validation_enabled():  # value checks: skipped inside validation(False)
+                for op, s in zip(self.ops, self._slices, strict=True):
+                    op.check_values(params[:, s])
         return self._augment(x, params, generator)
 
     def _augment(

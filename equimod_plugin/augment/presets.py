@@ -89,6 +89,10 @@ def simclr(
         blur_kernel, blur_sigma: blur kernel size and sigma range.
         encoding: parameter encoding, ``"normalized"`` or ``"official"``.
 
+    Returns:
+        A :class:`~equimod_plugin.augment.pipeline.ParamAugment`; called on ``(B, 3, H, W)``
+        images in [0, 1] it returns ``(views (B, 3, size, size), params (B, P))``.
+
     Example:
         >>> from equimod_plugin import augment
         >>> augment.simclr(32, variant="cifar").layout.param_dim
@@ -143,8 +147,23 @@ def byol(
         size: output size of the views.
         view: 1 or 2.
         variant: ``"cifar"`` (blur kernel 3) or ``"imagenet"`` (blur kernel 23).
-        blur_p, blur_kernel, solarize_p: ``None`` takes the recipe's value for the view.
-        Others: as in :func:`simclr`.
+        scale: range of the crop area, as a fraction of the image area.
+        ratio: range of the crop aspect ratio (width / height).
+        interpolation: ``"bilinear"`` or ``"bicubic"``.
+        hflip_p: probability of a horizontal flip.
+        jitter: (brightness, contrast, saturation, hue) strengths of the colour jitter.
+        jitter_p: probability of the colour jitter.
+        grayscale_p: probability of grayscale.
+        blur_p: probability of blur; ``None``: 1.0 for view 1, 0.1 for view 2.
+        blur_kernel: blur kernel size; ``None``: 3 for ``"cifar"``, 23 for ``"imagenet"``.
+        blur_sigma: range of the blur's sigma, drawn uniformly.
+        solarize_p: probability of solarisation; ``None``: 0.0 for view 1, 0.2 for view 2.
+        solarize_threshold: pixels ``>= threshold`` are inverted.
+        encoding: parameter encoding, ``"normalized"`` or ``"official"``.
+
+    Returns:
+        A :class:`~equimod_plugin.augment.pipeline.ParamAugment`; called on ``(B, 3, H, W)``
+        images in [0, 1] it returns ``(views (B, 3, size, size), params (B, 18))``.
 
     Example:
         >>> from equimod_plugin import augment

@@ -87,6 +87,12 @@ def infer_feature_dim(backbone: nn.Module, size: tuple[int, int], channels: int 
 
     Runs in eval mode without gradients (no BatchNorm statistic changes) on the backbone's
     device, and restores every submodule's mode.
+
+    Example:
+        >>> from torch import nn
+        >>> backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1))
+        >>> infer_feature_dim(backbone, (32, 32))
+        8
     """
     device = _device_of(backbone) or torch.device("cpu")
     dtype = next(
@@ -207,10 +213,12 @@ class EquivarianceBranch(nn.Module):
 
     @property
     def num_views(self) -> int:
+        """Number V of views made per image (one augmentation each)."""
         return len(self.augments)
 
     @property
     def output_size(self) -> tuple[int, int] | None:
+        """``(h, w)`` of the views."""
         return self.augments[0].output_size
 
     def views(self, images: Tensor) -> tuple[Tensor, ...]:
@@ -326,6 +334,17 @@ def equimod_branch(
         weight, normalize: see :class:`EquivarianceBranch`.
         loss: the equivariance loss, default :class:`~equimod_plugin.losses.EquiModLoss`.
         head_kwargs: widths of :class:`~equimod_plugin.heads.EquivarianceHead`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from equimod_plugin import augment
+        >>> backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> branch = equimod_branch(backbone, augment.byol_views(16), hidden_dim=32)
+        >>> x1, x2 = branch.views(torch.rand(4, 3, 16, 16))  # two (4, 3, 16, 16) views
+        >>> loss = branch.loss()  # weight * EquiMod's NT-Xent, a scalar
+        >>> sorted(branch.metrics())
+        ['absolute', 'cos_original', 'cos_pred', 'loss', 'relative']
     """
 
     def make_term(dim: int, aug: ParamAugment) -> nn.Module:
@@ -351,6 +370,19 @@ def steering_branch(
     ``num_generators``, ``hidden_dim``) configure the
     :class:`~equimod_plugin.steering.SteeringOperator`, whose identity is the augmentation's
     identity parameters. The trained operator is ``branch.term.operator``.
+
+    - [0] Bhardwaj et al., Steerable Equivariant Representation Learning, 2023,
+      https://arxiv.org/abs/2302.11349
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from equimod_plugin import augment
+        >>> backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> branch = steering_branch(backbone, augment.byol(16), rank=2)
+        >>> x1, x2 = branch.views(torch.rand(4, 3, 16, 16))
+        >>> branch.loss().shape, type(branch.term.operator).__name__
+        (torch.Size([]), 'SteeringOperator')
     """
 
     def make_term(dim: int, aug: ParamAugment) -> nn.Module:

@@ -10,7 +10,9 @@ are not changed:
   by a ``::: module`` line of ``docs/api/*.md``, or a public member of one) becomes an
   autorefs link, any other target inline code;
 - a code-block directive becomes a fenced block;
-- a simple table becomes a Markdown table.
+- a simple table becomes a Markdown table;
+- doctest lines become a ``pycon`` code block;
+- ``a, b: text`` in an Args section becomes one entry per name.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class RstToMarkdown(griffe.Extension):
 
     def _visit(self, obj: griffe.Object) -> None:
         if obj.docstring is not None:
-            text = _split_names(_tables(_code_blocks(obj.docstring.value)))
+            text = _doctests(_split_names(_tables(_code_blocks(obj.docstring.value))))
             obj.docstring.value = _ROLE.sub(lambda m: self._role(obj, m), text)
         for member in obj.members.values():
             if not member.is_alias:
@@ -121,6 +123,24 @@ def _split_names(text: str) -> str:
             i += 1
         for name in names:
             out += [f"{indent}{name}:{first}", *rest]
+    return "\n".join(out)
+
+
+def _doctests(text: str) -> str:
+    """Doctest lines (``>>>``, ``...`` and their output, up to a blank line) -> a pycon block."""
+    lines, out, i = text.splitlines(), [], 0
+    while i < len(lines):
+        stripped = lines[i].lstrip()
+        if not stripped.startswith(">>>"):
+            out.append(lines[i])
+            i += 1
+            continue
+        indent = lines[i][: len(lines[i]) - len(stripped)]
+        out.append(f"{indent}```pycon")
+        while i < len(lines) and lines[i].strip():
+            out.append(lines[i])
+            i += 1
+        out.append(f"{indent}```")
     return "\n".join(out)
 
 

@@ -256,7 +256,8 @@ def api_overview() -> str:
 
 def _benchmark_page(name: str, text: str, files: Files, config: Any) -> str:
     title, _, body = text.partition("\n")
-    lines = [title, ""]
+    machine, _, rest = body.strip().partition("\n\n")
+    lines = ["---", "hide:", "  - toc", "---", "", title, "", machine, ""]
     lines.append(
         f'!!! info "Source"\n    Made by `benchmarks/{name}.py`; the report below is '
         f"`benchmarks/results/{name}.md` as committed."
@@ -278,7 +279,7 @@ def _benchmark_page(name: str, text: str, files: Files, config: Any) -> str:
             svg = _svg(plot, data)
             files.append(File.generated(config, f"benchmarks/{name}.svg", content=svg))
             lines += ["", f"![{name}: plot of the JSON's medians]({name}.svg)", ""]
-    lines += ["", body.strip(), ""]
+    lines += ["", rest.strip(), ""]
     return "\n".join(lines)
 
 

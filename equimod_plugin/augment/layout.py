@@ -30,6 +30,12 @@ class Field:
         columns: names of the single columns, e.g. ``("top", "left", "height", "width")``.
         identity: encoded value of each column when the operation does nothing.
         description: what the columns hold, in this encoding.
+
+    Example:
+        >>> from equimod_plugin import augment
+        >>> field = augment.byol(32).layout.field("blur")
+        >>> field.columns, field.identity, field.width
+        (('applied', 'sigma'), (0.0, 0.0), 2)
     """
 
     name: str
@@ -39,6 +45,7 @@ class Field:
 
     @property
     def width(self) -> int:
+        """Number of columns of the field."""
         return len(self.columns)
 
 

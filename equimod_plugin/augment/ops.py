@@ -61,21 +61,38 @@ class ParamOp(nn.Module):
     """Base class: an operation that owns ``fields`` of the parameter vector.
 
     Subclasses implement :meth:`sample` (draw parameters, already encoded) and :meth:`apply`
-    (apply encoded parameters). Parameters are float32 on the images' device.
+    (apply encoded parameters). Parameters are float32 on the images' device. Operations are
+    composed with :class:`~equimod_plugin.augment.pipeline.ParamAugment`, whose layout
+    concatenates their fields in order.
+
+    Example:
+        >>> import torch
+        >>> from equimod_plugin.augment import ParamAugment
+        >>> aug = ParamAugment([RandomResizedCrop(16), HorizontalFlip(), RandomGrayscale(0.5)])
+        >>> views, params = aug(torch.rand(4, 3, 32, 32))
+        >>> views.shape, list(aug.layout.fields), params.shape
+        (torch.Size([4, 3, 16, 16]), ['crop', 'flip', 'grayscale'], torch.Size([4, 6]))
     """
 
     fields: tuple[Field, ...]
 
     @property
     def param_dim(self) -> int:
+        """Number of parameter columns this operation owns (the widths of its fields)."""
         return sum(f.width for f in self.fields)
 
     def sample(
         self, x: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:  # pragma: no cover - interface
+        """Draw encoded parameters ``(B, param_dim)`` for the images ``x`` ``(B, 3, H, W)``.
+
+        Only the batch size, image size and device of ``x`` are used; ``generator`` is an
+        optional ``torch.Generator`` for the draws.
+        """
         raise NotImplementedError
 
     def apply(self, x: Tensor, params: Tensor) -> Tensor:  # pragma: no cover - interface
+        """Apply encoded parameters ``(B, param_dim)`` to ``x`` ``(B, 3, H, W)`` in [0, 1]."""
         raise NotImplementedError
 
     def check_values(self, params: Tensor) -> None:
@@ -100,6 +117,14 @@ class RandomResizedCrop(ParamOp):
         interpolation: ``"bilinear"`` (torchvision's default) or ``"bicubic"``.
         encoding: ``"normalized"``: box as fractions of the image height and width;
             ``"official"``: box in pixels of the input image.
+
+    Example:
+        >>> import torch
+        >>> crop = RandomResizedCrop(16, scale=(0.5, 1.0))
+        >>> x = torch.rand(4, 3, 32, 32)
+        >>> params = crop.sample(x)  # (4, 4): top, left, height, width as fractions
+        >>> crop.apply(x, params).shape
+        torch.Size([4, 3, 16, 16])
     """
 
     def __init__(
@@ -191,7 +216,14 @@ class RandomResizedCrop(ParamOp):
 
 
 class HorizontalFlip(ParamOp):
-    """Random horizontal flip with probability ``p``; field ``flip`` = 1 when flipped."""
+    """Random horizontal flip with probability ``p``; field ``flip`` = 1 when flipped.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> torch.equal(HorizontalFlip().apply(x, torch.ones(2, 1)), x.flip(-1))
+        True
+    """
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
@@ -224,6 +256,13 @@ class ColorJitter(ParamOp):
         brightness, contrast, saturation, hue: jitter strengths (torchvision's meaning).
         p: probability of applying the jitter.
         encoding: ``"normalized"`` or ``"official"``.
+
+    Example:
+        >>> import torch
+        >>> jitter = ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)
+        >>> params = jitter.sample(torch.rand(4, 3, 8, 8))
+        >>> params.shape, params[:, 0].tolist()  # applied, order (4), factors (4)
+        (torch.Size([4, 9]), [1.0, 1.0, 1.0, 1.0])
     """
 
     def __init__(
@@ -309,7 +348,14 @@ class ColorJitter(ParamOp):
 
 
 class RandomGrayscale(ParamOp):
-    """torchvision's ``RandomGrayscale(p)``; field ``grayscale`` = 1 when applied."""
+    """torchvision's ``RandomGrayscale(p)``; field ``grayscale`` = 1 when applied.
+
+    Example:
+        >>> import torch
+        >>> grey = RandomGrayscale().apply(torch.rand(2, 3, 8, 8), torch.ones(2, 1))
+        >>> torch.equal(grey[:, 0], grey[:, 1])
+        True
+    """
 
     def __init__(self, p: float = 0.2) -> None:
         super().__init__()
@@ -333,6 +379,13 @@ class GaussianBlur(ParamOp):
         p: probability of blurring.
         kernel_size: odd number of taps (BYOL/SimCLR ImageNet: 23; CIFAR: 3).
         sigma: range of the standard deviation, drawn uniformly (lightly's default (0.1, 2)).
+
+    Example:
+        >>> import torch
+        >>> blur = GaussianBlur(p=1.0, kernel_size=3)
+        >>> params = blur.sample(torch.rand(4, 3, 8, 8))  # (4, 2): applied, sigma
+        >>> bool((params[:, 1] >= 0.1).all() and (params[:, 1] <= 2).all())
+        True
     """
 
     def __init__(
@@ -366,7 +419,14 @@ class GaussianBlur(ParamOp):
 
 
 class RandomSolarize(ParamOp):
-    """Random solarisation (BYOL): invert pixels ``>= threshold``; field ``solarize``."""
+    """Random solarisation (BYOL): invert pixels ``>= threshold``; field ``solarize``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([0.2, 0.7]).view(1, 1, 1, 2).expand(1, 3, 1, 2)
+        >>> RandomSolarize().apply(x, torch.ones(1, 1))[0, 0, 0].tolist()
+        [0.20000000298023224, 0.30000001192092896]
+    """
 
     def __init__(self, p: float = 0.2, threshold: float = 0.5) -> None:
         super().__init__()

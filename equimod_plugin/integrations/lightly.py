@@ -49,6 +49,8 @@ class EquivariantModel(nn.Module):
     Attributes:
         model: the wrapped model (its state dict keys gain the prefix ``model.``).
         equivariance: the branch (head, loss, augmentations).
+
+    Made by :func:`wrap`; see its example.
     """
 
     def __init__(self, model: nn.Module, branch: EquivarianceBranch) -> None:
@@ -57,6 +59,7 @@ class EquivariantModel(nn.Module):
         self.equivariance = branch
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped model's ``forward``, unchanged."""
         return self.model(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -87,6 +90,11 @@ class OriginalTransform:
     PIL image (any mode) -> RGB -> ``Resize(size)`` -> ``CenterCrop(size)`` -> ``(3, size,
     size)`` in [0, 1]. Normalisation and augmentation happen on the device, in
     :meth:`EquivariantModel.views`.
+
+    Example:
+        >>> from PIL import Image
+        >>> OriginalTransform(32)(Image.new("L", (48, 40))).shape
+        torch.Size([3, 32, 32])
     """
 
     def __init__(self, size: int | tuple[int, int]) -> None:

@@ -1,0 +1,77 @@
+"""examples/reproduce_cpu.py: the baselines' monitor term, and a smoke run of three methods."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from reproduce_cpu import build  # noqa: E402
+
+RUNS = ["tint8/byol", "tint8/byol+equimod", "tint8/byol+steering"]
+
+
+@pytest.mark.parametrize("method", ["byol", "simclr"])
+def test_baselines_term_learns_but_never_reaches_the_encoder(method):
+    torch.manual_seed(0)
+    model, branch = build(method)
+    x0, x1 = branch.views(torch.rand(8, 3, 32, 32))
+    (model(x0).sum().mul(0) + branch.loss()).backward()  # serve the views; no invariance gradient
+    assert all(p.grad is None or not p.grad.any() for p in model.backbone.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in branch.term.parameters())
+
+
+def test_equimod_term_reaches_the_encoder():
+    torch.manual_seed(0)
+    model, branch = build("simclr+equimod")
+    x0, x1 = branch.views(torch.rand(8, 3, 32, 32))
+    (model(x0).sum().mul(0) + branch.loss()).backward()
+    assert any(p.grad is not None and p.grad.any() for p in model.backbone.parameters())
+
+
+def share(value: object) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_the_table_and_resumes_from_its_cache(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")])}
+    command = [
+        sys.executable,
+        "examples/reproduce_cpu.py",
+        "--smoke",
+        "--processes",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--only",
+        *RUNS,
+    ]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "reproduction.json").read_text())
+    assert [f"{r['dataset']}/{r['method']}" for r in report["results"]] == RUNS
+    for r in report["results"]:
+        for space in ("backbone", "projector"):
+            for label in ("object", "hue"):
+                assert all(share(r[f"{space}/{label}/{m}"]) for m in ("linear", "knn", "eta2"))
+        assert all(math.isfinite(e["invariance_loss"]) for e in r["training"])
+    equimod = report["results"][1]["equivariance"]
+    assert {"absolute", "relative", "cos_pred"} <= set(equimod)
+    assert "cos_steered" in report["results"][2]["equivariance"]
+    table = (tmp_path / "reproduction.md").read_text()
+    assert "| tint8 | byol+equimod |" in table and "kNN hue accuracy >= +20 points" in table
+    assert (tmp_path / "probes.png").stat().st_size > 1000
+    assert (tmp_path / "equivariance.png").stat().st_size > 1000
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "reproduction.json").read_text())["results"] == report["results"]

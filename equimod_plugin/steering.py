@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from equimod_plugin import _distributed
 from equimod_plugin._checks import check_matrix, check_same_device
 
 __all__ = ["SteeringLoss", "SteeringOperator"]
@@ -180,6 +181,10 @@ class SteeringLoss(nn.Module):
             error ``sum |s - t|^2 / sum |t|^2`` (0 for a perfect map, 1 for predicting zero).
         detach_target: stop gradients into ``f(a(x))``, so that the encoder is pulled only
             through the steered side.
+        gather_distributed: for ``"mse"`` under DDP: sum the denominator ``sum |t|^2`` over all
+            processes (with gradients), so that DDP's average of the per-process losses and
+            gradients equals the loss of the whole batch. ``"cosine"`` is a mean over rows
+            and needs nothing (for equal per-process batches).
 
     Example:
         >>> import torch
@@ -188,12 +193,18 @@ class SteeringLoss(nn.Module):
         (0.0, 1.0)
     """
 
-    def __init__(self, distance: str = "cosine", detach_target: bool = False) -> None:
+    def __init__(
+        self,
+        distance: str = "cosine",
+        detach_target: bool = False,
+        gather_distributed: bool = False,
+    ) -> None:
         super().__init__()
         if distance not in ("cosine", "mse"):
             raise ValueError(f"distance must be 'cosine' or 'mse', got {distance!r}")
         self.distance = distance
         self.detach_target = detach_target
+        self.gather_distributed = gather_distributed
 
     def forward(self, steered: Tensor, target: Tensor) -> Tensor:
         """``steered``, ``target``: ``(N, D)``; returns a scalar."""
@@ -203,4 +214,8 @@ class SteeringLoss(nn.Module):
             target = target.detach()
         if self.distance == "cosine":
             return (1 - F.cosine_similarity(steered, target, dim=1)).mean()
-        return (steered - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
+        error = (steered - target).pow(2).sum()
+        if self.gather_distributed and _distributed.world_size() > 1:
+            total = _distributed.gather(target.pow(2).sum(dim=1)).sum()
+            return _distributed.world_size() * error / total.clamp_min(1e-12)
+        return error / target.pow(2).sum().clamp_min(1e-12)

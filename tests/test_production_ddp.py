@@ -49,7 +49,8 @@ def make_term(name: str) -> nn.Module:
     elif name == "steering_cosine":
         term = SteeringTerm(DIM, P, rank=2, hidden_dim=8)
     else:  # steering_mse
-        term = SteeringTerm(DIM, P, loss=SteeringLoss("mse"), rank=2, hidden_dim=8)
+        loss = SteeringLoss("mse", gather_distributed=True)
+        term = SteeringTerm(DIM, P, loss=loss, rank=2, hidden_dim=8)
     return term.eval()
 
 
@@ -131,12 +132,6 @@ def test_ddp_term_training_equals_one_process_on_the_whole_batch(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="SteeringLoss('mse') is a ratio of sums, sum |s - t|^2 / sum |t|^2, computed per rank: "
-    "under DDP the average of the per-rank ratios is not the ratio of the whole batch. Needs "
-    "the numerator and denominator summed over ranks (e.g. gather_distributed) in steering.py.",
-)
 def test_ddp_steering_mse_equals_one_process_on_the_whole_batch(
     ddp_results: list[dict[str, Any]],
 ) -> None:

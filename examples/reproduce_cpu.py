@@ -74,6 +74,7 @@ class Config:
     batch_size: int = 128
     lr: float = 0.06
     knn_k: int = 20
+    equimod_weight: float = 1.0
     seed: int = 0
     processes: int = 2
     shipped_sample: bool = False
@@ -130,7 +131,7 @@ class Monitor(nn.Module):
         return self.term.metrics()  # type: ignore[no-any-return]
 
 
-def build(method: str) -> tuple[nn.Module, EquivarianceBranch]:
+def build(method: str, equimod_weight: float = 1.0) -> tuple[nn.Module, EquivarianceBranch]:
     """The model and its branch; the baselines' term is a :class:`Monitor`."""
     base, _, extra = method.partition("+")
     backbone = convnet()
@@ -139,7 +140,8 @@ def build(method: str) -> tuple[nn.Module, EquivarianceBranch]:
     if extra == "steering":
         branch = steering_branch(backbone, views)
     else:
-        branch = equimod_branch(backbone, views, hidden_dim=512, loss=EquiModLoss(temperature=0.2))
+        loss = EquiModLoss(temperature=0.2)
+        branch = equimod_branch(backbone, views, weight=equimod_weight, hidden_dim=512, loss=loss)
         if not extra:
             branch.term = Monitor(branch.term)
     model.equivariance = branch  # registers the term's parameters with the model
@@ -156,7 +158,7 @@ def invariance_loss(model: nn.Module, x0: Tensor, x1: Tensor, criterion: nn.Modu
 
 def train(method: str, images: Tensor, config: Config) -> tuple[nn.Module, list[dict[str, float]]]:
     torch.manual_seed(config.seed)
-    model, branch = build(method)
+    model, branch = build(method, config.equimod_weight)
     is_byol = isinstance(model, BYOL)
     criterion = NegativeCosineSimilarity() if is_byol else NTXentLoss(temperature=0.5)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=5e-4)
@@ -385,7 +387,8 @@ def hardware(report: dict[str, Any], config: Config, source: str, minutes: float
     return (
         f"CPU ({platform.machine()}, {os.cpu_count()} cores, shared), 1 torch thread per run, {config.processes} runs "
         f"at a time, torch {torch.__version__}; {config.train_images} train / {config.test_images} test images "
-        f"({source}), {config.epochs} epochs of batch {config.batch_size}, seed {config.seed}; "
+        f"({source}), {config.epochs} epochs of batch {config.batch_size}, seed {config.seed}, EquiMod weight "
+        f"{config.equimod_weight:g}; "
         f"{len(runs)} runs, {sum(r['train_minutes'] for r in runs):.0f} min of training in all, "
         f"{minutes:.0f} min wall clock (load average {np.mean([r['load_average'] for r in runs]):.1f} at run ends)"
     )
@@ -397,11 +400,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--train-images", type=int)
     parser.add_argument("--processes", type=int)
+    parser.add_argument("--equimod-weight", type=float, help="weight of the EquiMod term (default 1, the paper's)")
     parser.add_argument("--only", nargs="*", help="runs to do, e.g. tint8/byol tint8/byol+equimod")
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
     args = parser.parse_args()
     config = SMOKE if args.smoke else Config()
-    overrides = {"epochs": args.epochs, "train_images": args.train_images, "processes": args.processes}
+    overrides = {
+        "epochs": args.epochs,
+        "train_images": args.train_images,
+        "processes": args.processes,
+        "equimod_weight": args.equimod_weight,
+    }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     out = args.out or (Path(tempfile.mkdtemp(prefix="reproduction_")) if args.smoke else DEFAULT_OUT)
     runs = [r for r in RUNS if not args.only or "/".join(r) in args.only]

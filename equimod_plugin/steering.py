@@ -176,6 +176,9 @@ class SteeringOperator(nn.Module):
 class SteeringLoss(nn.Module):
     """Distance between steered embeddings ``M(a) f(x)`` and embeddings ``f(a(x))``.
 
+    The steering loss of Bhardwaj et al. (2023, https://arxiv.org/abs/2302.11349); its exact
+    form is not published, so both usual distances are offered.
+
     Args:
         distance: ``"cosine"``: mean of ``1 - cos``; ``"mse"``: normalised mean squared
             error ``sum |s - t|^2 / sum |t|^2`` (0 for a perfect map, 1 for predicting zero).
@@ -207,7 +210,15 @@ class SteeringLoss(nn.Module):
         self.gather_distributed = gather_distributed
 
     def forward(self, steered: Tensor, target: Tensor) -> Tensor:
-        """``steered``, ``target``: ``(N, D)``; returns a scalar."""
+        """The loss of N steered embeddings against their targets.
+
+        Args:
+            steered: ``(N, D)`` steered embeddings ``M(a) f(x)``.
+            target: ``(N, D)`` embeddings of the augmented images ``f(a(x))``.
+
+        Returns:
+            the scalar loss.
+        """
         check_matrix(steered, "steered", what="D")
         check_matrix(target, "target", rows=steered.shape[0], cols=steered.shape[1], what="D")
         if self.detach_target:

@@ -33,8 +33,11 @@ class EquiModTerm(nn.Module):
         param_dim: width P of the augmentation parameters (``aug.layout.param_dim``).
         loss: the loss on ``(y_views, y_pred)``; default :class:`EquiModLoss` with the
             official temperature 0.2.
-        hidden_dim, output_dim, param_embed_dim, predictor_hidden_dims, num_projector_layers:
-            passed to :class:`EquivarianceHead` (defaults: the official code's).
+        hidden_dim: hidden width of the head's projector (:class:`EquivarianceHead`).
+        output_dim: width of the head's embeddings.
+        param_embed_dim: width of the head's parameter embedding.
+        predictor_hidden_dims: hidden widths of the head's predictor.
+        num_projector_layers: layers of the head's projector (official code: 3).
 
     Example:
         >>> import torch
@@ -70,10 +73,12 @@ class EquiModTerm(nn.Module):
 
     @property
     def feature_dim(self) -> int:
+        """Width D of the backbone features."""
         return self.head.input_dim
 
     @property
     def param_dim(self) -> int:
+        """Width P of the augmentation parameters."""
         return self.head.param_dim
 
     def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
@@ -155,19 +160,26 @@ class SteeringTerm(nn.Module):
 
     @property
     def feature_dim(self) -> int:
+        """Width D of the backbone features."""
         return self.operator.dim
 
     @property
     def param_dim(self) -> int:
+        """Width P of the augmentation parameters."""
         return self.operator.param_dim
 
     def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
         """Loss of steering the originals' embeddings to the views' embeddings.
 
-        Args:
-            features_o: ``(B, D)``; features_views: ``(V, B, D)``; params: ``(V, B, P)``.
-
         The originals and the views are standardised together, in one call.
+
+        Args:
+            features_o: ``(B, D)`` backbone features of the originals.
+            features_views: ``(V, B, D)`` backbone features of the views.
+            params: ``(V, B, P)`` the views' augmentation parameters.
+
+        Returns:
+            the scalar loss (not weighted).
         """
         dim = self.feature_dim
         check_matrix(features_o, "features_o", cols=dim, what="feature_dim")

@@ -22,7 +22,7 @@ __all__ = ["SteeredTTA", "TTAOutput", "dispersion", "tta_params"]
 
 
 class TTAOutput(NamedTuple):
-    """Result of :class:`SteeredTTA`.
+    """Result of :class:`SteeredTTA` (see its example).
 
     Attributes:
         embedding: ``(B, D)`` mean of the K steered embeddings.
@@ -38,7 +38,21 @@ class TTAOutput(NamedTuple):
 def dispersion(steered: Tensor) -> Tensor:
     """Mean cosine distance of K embeddings to their mean direction: ``(B, K, D) -> (B,)``.
 
-    0 when all K agree in direction; grows as the steered embeddings spread apart.
+    0 when all K agree in direction; grows as the steered embeddings spread apart. Used as an
+    out-of-distribution score of steered test-time augmentation (Bhardwaj et al., 2023).
+
+    Args:
+        steered: ``(B, K, D)`` K embeddings of each of B samples.
+
+    Returns:
+        ``(B,)`` scores in [0, 2].
+
+    Example:
+        >>> import torch
+        >>> same = torch.ones(1, 4, 3)  # four identical embeddings
+        >>> spread = torch.eye(3)[None]  # three orthogonal ones
+        >>> dispersion(same), dispersion(spread)
+        (tensor([0.]), tensor([0.4226]))
     """
     if steered.ndim != 3:
         raise ValueError(f"steered must have shape (B, K, D), got {tuple(steered.shape)}")
@@ -54,7 +68,24 @@ def tta_params(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Draw K parameter sets ``(K, P)`` from ``augment`` for images of ``image_size``."""
+    """Draw K parameter sets ``(K, P)`` from ``augment`` for images of ``image_size``.
+
+    Args:
+        augment: the augmentation whose distribution the K test-time augmentations follow.
+        k: K, the number of parameter sets.
+        image_size: ``(H, W)`` of the images the parameters are for (crop boxes depend on it).
+        generator: random generator, for reproducible parameter sets.
+        device: device of the returned parameters.
+
+    Returns:
+        ``(K, P)`` parameters, ``P = augment.layout.param_dim``.
+
+    Example:
+        >>> import torch
+        >>> from equimod_plugin import augment
+        >>> tta_params(augment.byol(32, view=1), 64, (32, 32)).shape
+        torch.Size([64, 18])
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     probe = torch.zeros(k, 3, *image_size, device=device)
@@ -109,6 +140,17 @@ class SteeredTTA(nn.Module):
             encoder: the trained backbone, ``(B, 3, H, W) -> (B, D)`` (flattened if needed).
             term: the trained term (``branch.term``).
             params: ``(K, P)`` the K augmentations.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> from equimod_plugin import SteeringTerm, augment
+            >>> aug = augment.byol(16, view=1)
+            >>> encoder = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1))
+            >>> term = SteeringTerm(8, 18, identity=aug.identity_params(1)[0], rank=2)
+            >>> tta = SteeredTTA.from_term(encoder, term, tta_params(aug, 16, (16, 16))).eval()
+            >>> tta(torch.randn(4, 3, 16, 16)).steered.shape
+            torch.Size([4, 16, 8])
         """
         if not isinstance(term, SteeringTerm):
             raise TypeError(f"term must be a SteeringTerm, got {type(term).__name__}")

@@ -1,8 +1,9 @@
 """Train with Lightning's ``strategy="ddp"`` on 2 CPU processes (gloo); run by test_production_ddp.
 
-``python tests/_lightning_ddp.py {lightly,solo} OUT_DIR``: Lightning launches the second rank by
-running this command again. Each rank writes ``OUT_DIR/rank{r}.pt`` with its losses per step, its
-parameters before and after training and the first indexes / pixels it trained on.
+``python tests/_lightning_ddp.py lightly,solo OUT_DIR``: Lightning launches the second rank by
+running this command again; both fits run in these two processes, one after the other. Each
+rank writes ``OUT_DIR/{kind}_rank{r}.pt`` with its losses per step, its parameters before and
+after training and the first batch it trained on.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def solo_model_and_loader() -> tuple[Any, Any, Any]:
 
 def main() -> None:
     sys.path[:0] = [str(REPO), str(REPO / "examples"), str(REPO / "tests")]
-    kind, out_dir = sys.argv[1], Path(sys.argv[2])
+    kinds, out_dir = sys.argv[1].split(","), Path(sys.argv[2])
+    for kind in kinds:
+        fit(kind, out_dir)
+
+
+def fit(kind: str, out_dir: Path) -> None:
     torch.manual_seed(0)
     build = {"lightly": lightly_model_and_loader, "solo": solo_model_and_loader}[kind]
     pl, model, loader = build()
@@ -77,7 +83,7 @@ def main() -> None:
             "parameters": [name for name, _ in model.named_parameters()],
             "world_size": trainer.world_size,
         },
-        out_dir / f"rank{trainer.global_rank}.pt",
+        out_dir / f"{kind}_rank{trainer.global_rank}.pt",
     )
 
 

@@ -138,18 +138,21 @@ def test_ddp_steering_mse_equals_one_process_on_the_whole_batch(
     check_matches_one_process("steering_mse", ddp_results)
 
 
-def run_lightning_ddp(kind: str, out_dir: Path) -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def lightning_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both Lightning fits in one 2-process DDP launch (process start-up dominates)."""
+    out_dir = tmp_path_factory.mktemp("lightning_ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "_lightning_ddp.py"), kind, str(out_dir)],
+        [sys.executable, str(REPO / "tests" / "_lightning_ddp.py"), "lightly,solo", str(out_dir)],
         cwd=out_dir,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, f"{kind} DDP run failed:\n{result.stderr[-3000:]}"
-    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]
+    assert result.returncode == 0, f"DDP run failed:\n{result.stderr[-3000:]}"
+    return out_dir
 
 
 def is_statistic(key: str) -> bool:
@@ -159,8 +162,8 @@ def is_statistic(key: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lightly", "solo"])
-def test_lightning_ddp_strategy_trains_in_sync(kind: str, tmp_path: Path) -> None:
-    ranks = run_lightning_ddp(kind, tmp_path)
+def test_lightning_ddp_strategy_trains_in_sync(kind: str, lightning_runs: Path) -> None:
+    ranks = [torch.load(lightning_runs / f"{kind}_rank{rank}.pt") for rank in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     for r in ranks:
         assert len(r["losses"]) == 3 and all(math.isfinite(v) for v in r["losses"])

@@ -141,8 +141,13 @@ class SteeringOperator(nn.Module):
             return eye + u @ v.transpose(1, 2)
         if self.kind == "full":
             return eye + self._hyper(params).unflatten(1, (self.dim, self.dim))
-        c = self.coefficients(params.to(self.identity.dtype) - self.identity)
-        return torch.linalg.matrix_exp(torch.einsum("bm,mij->bij", c, self.generators))
+        # the exponent and its exponential in float32 also under autocast: matrix_exp in bf16
+        # overflows (values around 1e30)
+        with torch.autocast(params.device.type, enabled=False):
+            d = params.to(self.identity.dtype) - self.identity
+            c = F.linear(d, self.coefficients.weight.to(d.dtype))
+            exponent = torch.einsum("bm,mij->bij", c, self.generators.to(d.dtype))
+            return torch.linalg.matrix_exp(exponent)
 
     def forward(self, features: Tensor, params: Tensor) -> Tensor:
         """Steer each embedding with its own parameters: ``(B, D), (B, P) -> (B, D)``."""

@@ -33,6 +33,7 @@ PUBLIC_MODULES = [
     "equimod_plugin.augment",
     "equimod_plugin.tta",
     "equimod_plugin.evaluation",
+    "equimod_plugin.report",
     "equimod_plugin.datasets",
     "equimod_plugin.integrations.lightly",
     "equimod_plugin.integrations.solo",

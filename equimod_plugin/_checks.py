@@ -63,6 +63,11 @@ def _describe(t: Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
+def _has_values(t: Tensor) -> bool:
+    """Whether the value checks apply: on, and ``t`` has elements with data (not "meta")."""
+    return _validate_values and t.numel() > 0 and t.device.type != "meta"
+
+
 def check_images(x: Tensor, name: str = "x", channels: int | None = 3) -> None:
     """Check a batch of images: a float tensor ``(B, C, H, W)`` with values in [0, 1].
 
@@ -81,7 +86,9 @@ def check_images(x: Tensor, name: str = "x", channels: int | None = 3) -> None:
         raise ValueError(
             f"{name} must have {channels} channels (B, {channels}, H, W), got {_describe(x)}"
         )
-    if _validate_values and x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"{name} must have a positive height and width, got {_describe(x)}")
+    if _has_values(x) and not bool(((x >= 0) & (x <= 1)).all()):
         raise ValueError(
             f"{name} must have values in [0, 1] (no NaN), got min {x.min().item():.4g}, "
             f"max {x.max().item():.4g}; apply normalisation after the augmentation, not before"
@@ -105,7 +112,7 @@ def check_matrix(
         raise ValueError(f"{name} must be a floating point tensor {expected}, got {_describe(t)}")
     if (rows is not None and t.shape[0] != rows) or (cols is not None and t.shape[1] != cols):
         raise ValueError(f"{name} must have shape {expected}, got {_describe(t)}")
-    if _validate_values and t.numel() and not bool(torch.isfinite(t).all()):
+    if _has_values(t) and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite, got NaN or Inf in {_describe(t)}")
 
 

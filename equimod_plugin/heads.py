@@ -137,6 +137,15 @@ class EquivarianceHead(nn.Module):
         )
         self.predictor = _mlp(output_dim + param_embed_dim, predictor_hidden_dims, output_dim)
 
+    def _check_like_weights(self, **tensors: Tensor) -> None:
+        """Inputs must share the head's device and floating dtype (no silent promotion)."""
+        weight = self.param_projector[0].weight
+        check_same_device(**tensors, head=weight)
+        dtypes = {name: t.dtype for name, t in tensors.items()}
+        if len(set(dtypes.values())) > 1:
+            listed = ", ".join(f"{n} {d}" for n, d in dtypes.items())
+            raise ValueError(f"inputs must share one dtype, got {listed}")
+
     def _check_batch_size(self, t: Tensor, name: str) -> None:
         if self.training and t.shape[0] < 2:
             raise ValueError(
@@ -154,6 +163,7 @@ class EquivarianceHead(nn.Module):
             Embeddings y, shape ``(N, output_dim)``.
         """
         check_matrix(features, "features", cols=self.input_dim, what="input_dim")
+        self._check_like_weights(features=features)
         self._check_batch_size(features, "features")
         y: Tensor = self.projector(features)
         return y
@@ -170,7 +180,7 @@ class EquivarianceHead(nn.Module):
         """
         check_matrix(y_o, "y_o", cols=self.output_dim, what="output_dim")
         check_matrix(params, "params", rows=y_o.shape[0], cols=self.param_dim, what="param_dim")
-        check_same_device(y_o=y_o, params=params)
+        self._check_like_weights(y_o=y_o, params=params)
         self._check_batch_size(y_o, "y_o")
         return self._predict(y_o, params)
 
@@ -211,7 +221,9 @@ class EquivarianceHead(nn.Module):
             cols=self.param_dim,
             what="param_dim",
         )
-        check_same_device(features_o=features_o, features_views=features_views, params=params)
+        self._check_like_weights(
+            features_o=features_o, features_views=features_views, params=params
+        )
         self._check_batch_size(features_o, "features_o")
 
         features = torch.cat([features_o, features_views.flatten(0, 1)], dim=0)

@@ -225,8 +225,8 @@ class EquivarianceBranch(nn.Module):
         """Make the views of ``images`` and run the shared backbone pass.
 
         Args:
-            images: originals ``(B, 3, H, W)``, float in [0, 1], on any device (moved to the
-                model's).
+            images: originals ``(B, 3, H, W)``, float in [0, 1], on any device and of any
+                float dtype (moved to the model's device and converted to its dtype).
 
         Returns:
             ``V`` normalised views ``(B, 3, h, w)``; pass them to the model unchanged.
@@ -239,7 +239,17 @@ class EquivarianceBranch(nn.Module):
 
     def _views(self, images: Tensor) -> tuple[Tensor, ...]:
         check_images(images, "images")
-        x = images.to(_device_of(self.term) or _device_of(self.backbone) or images.device)
+        if images.shape[0] == 0 or images.device.type == "meta":
+            raise ValueError(
+                f"images must hold at least one image with data, got shape "
+                f"{tuple(images.shape)} on device {images.device}"
+            )
+        # the model's device and floating dtype, as its own layers need them
+        dtype = next((t.dtype for t in self.backbone.parameters() if t.is_floating_point()), None)
+        x = images.to(
+            device=_device_of(self.term) or _device_of(self.backbone) or images.device,
+            dtype=dtype or images.dtype,
+        )
         size = self.output_size
         original = x
         if size is not None and tuple(x.shape[-2:]) != size:

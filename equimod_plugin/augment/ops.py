@@ -280,8 +280,8 @@ class ColorJitter(ParamOp):
             ("contrast", contrast),
             ("saturation", saturation),
         ):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+            if not (value >= 0 and math.isfinite(value)):  # rejects NaN and Inf too
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if not 0 <= hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5] (turns), got {hue}")
         self.strengths = (float(brightness), float(contrast), float(saturation), float(hue))

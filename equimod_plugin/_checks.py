@@ -124,6 +124,21 @@ def check_same_device(**tensors: Tensor) -> None:
         raise ValueError(f"tensors must be on one device, got {listed}")
 
 
+def check_like(reference: Tensor, reference_name: str, **tensors: Tensor) -> None:
+    """Inputs share ``reference``'s device and one dtype (no silent promotion).
+
+    Under autocast for the reference's device, mixed dtypes are autocast's to resolve (e.g.
+    bf16 features next to float32 parameters), so only the device is checked.
+    """
+    check_same_device(**tensors, **{reference_name: reference})
+    if torch.is_autocast_enabled(reference.device.type):
+        return
+    dtypes = {name: t.dtype for name, t in tensors.items()}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{n} {d}" for n, d in dtypes.items())
+        raise ValueError(f"inputs must share one dtype, got {listed}")
+
+
 def check_views(
     t: Tensor,
     name: str,

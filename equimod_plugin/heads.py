@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from equimod_plugin._checks import check_matrix, check_same_device, check_views
+from equimod_plugin._checks import check_like, check_matrix, check_views
 
 __all__ = ["EquivarianceHead", "EquivarianceOutput"]
 
@@ -138,13 +138,8 @@ class EquivarianceHead(nn.Module):
         self.predictor = _mlp(output_dim + param_embed_dim, predictor_hidden_dims, output_dim)
 
     def _check_like_weights(self, **tensors: Tensor) -> None:
-        """Inputs must share the head's device and floating dtype (no silent promotion)."""
-        weight = self.param_projector[0].weight
-        check_same_device(**tensors, head=weight)
-        dtypes = {name: t.dtype for name, t in tensors.items()}
-        if len(set(dtypes.values())) > 1:
-            listed = ", ".join(f"{n} {d}" for n, d in dtypes.items())
-            raise ValueError(f"inputs must share one dtype, got {listed}")
+        """Inputs must share the head's device and, outside autocast, one dtype."""
+        check_like(self.param_projector[0].weight, "head", **tensors)
 
     def _check_batch_size(self, t: Tensor, name: str) -> None:
         if self.training and t.shape[0] < 2:

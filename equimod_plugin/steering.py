@@ -226,6 +226,9 @@ class SteeringLoss(nn.Module):
         """
         check_matrix(steered, "steered", what="D")
         check_matrix(target, "target", rows=steered.shape[0], cols=steered.shape[1], what="D")
+        check_same_device(steered=steered, target=target)
+        if steered.shape[0] == 0:
+            raise ValueError("steered and target must have at least one row, got shape (0, D)")
         if self.detach_target:
             target = target.detach()
         if self.distance == "cosine":

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equimod_plugin._checks import check_matrix, check_same_device, check_views
+from equimod_plugin._checks import check_like, check_matrix, check_views
 from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput
 from equimod_plugin.losses import EquiModLoss
 from equimod_plugin.metrics import equivariance_metrics
@@ -187,7 +187,13 @@ class SteeringTerm(nn.Module):
         check_views(features_views, "features_views", rows=batch, cols=dim, what="feature_dim")
         views = features_views.shape[0]
         check_views(params, "params", views=views, rows=batch, cols=self.param_dim, what="P")
-        check_same_device(features_o=features_o, features_views=features_views, params=params)
+        check_like(
+            self.operator.identity,
+            "term",
+            features_o=features_o,
+            features_views=features_views,
+            params=params,
+        )
         embedded = self.standardize(torch.cat([features_o, features_views.flatten(0, 1)]))
         original = embedded[:batch].repeat(views, 1)
         target = embedded[batch:]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from equimod_plugin._checks import check_matrix
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.steering import SteeringOperator
 from equimod_plugin.terms import SteeringTerm
@@ -54,8 +55,11 @@ def dispersion(steered: Tensor) -> Tensor:
         >>> dispersion(same), dispersion(spread)
         (tensor([0.]), tensor([0.4226]))
     """
-    if steered.ndim != 3:
-        raise ValueError(f"steered must have shape (B, K, D), got {tuple(steered.shape)}")
+    if not isinstance(steered, Tensor) or steered.ndim != 3:
+        raise ValueError(f"steered must be a tensor of shape (B, K, D), got {steered!r:.80}")
+    if steered.shape[1] < 1 or steered.shape[2] < 1:
+        raise ValueError(f"steered must have K >= 1 and D >= 1, got shape {tuple(steered.shape)}")
+    check_matrix(steered.flatten(0, 1), "steered (B * K, D)", what="D")
     unit = F.normalize(steered, dim=-1)
     center = F.normalize(unit.mean(dim=1, keepdim=True), dim=-1)
     return (1 - (unit * center).sum(dim=-1)).mean(dim=1)

@@ -423,85 +423,52 @@ def test_every_public_entry_point_is_fuzzed() -> None:
     assert public <= fuzzed | not_tensor_entry_points, public - fuzzed - not_tensor_entry_points
 
 
-def _gap_cases() -> list[Any]:
+def _steering_cases() -> list[Any]:
     torch.manual_seed(0)
     term = SteeringTerm(D, P, rank=2, hidden_dim=8)
     meta = [torch.randn(3, D), torch.randn(2, 3, D), torch.randn(2, 3, P)]
     meta = [t.to("meta") for t in meta]
     nan = torch.full((2, 3, D), math.nan)
-    reason_term = (
-        "SteeringTerm.forward checks that its inputs share a device, not the term's device or "
-        "one dtype: torch fails inside BatchNorm without naming an argument; terms.py needs "
-        "the checks EquivarianceHead has (_check_like_weights)"
-    )
     return [
         pytest.param(
             lambda: SteeringLoss()(torch.randn(3, D), torch.randn(3, D, device="meta")),
             ["steered", "target"],
             id="SteeringLoss-devices",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="SteeringLoss.forward does not check that steered and target share a "
-                "device (torch: 'Tensor on device meta is not on the expected device cpu!'); "
-                "steering.py needs check_same_device(steered=..., target=...)",
-            ),
         ),
         pytest.param(
             lambda: SteeringLoss()(torch.randn(0, D), torch.randn(0, D)),
             ["steered", "target"],
             id="SteeringLoss-empty",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="SteeringLoss('cosine') of an empty batch (0, D) returns NaN silently "
-                "(mean of nothing); steering.py needs at least one row checked",
-            ),
         ),
         pytest.param(
             lambda: term(*meta),
             ["features_o", "features_views", "params"],
             id="SteeringTerm-device",
-            marks=pytest.mark.xfail(strict=True, reason=reason_term),
         ),
         pytest.param(
             lambda: term(torch.randn(3, D), torch.randn(2, 3, D).double(), torch.randn(2, 3, P)),
             ["features_o", "features_views", "params"],
             id="SteeringTerm-dtypes",
-            marks=pytest.mark.xfail(strict=True, reason=reason_term),
         ),
         pytest.param(
             lambda: dispersion(nan),
             ["steered"],
             id="dispersion-nan",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="tta.dispersion checks only the rank: NaN / Inf steered embeddings give "
-                "a NaN score silently; tta.py needs check_views-style checks",
-            ),
         ),
         pytest.param(
             lambda: dispersion(torch.randn(2, 0, D)),
             ["steered"],
             id="dispersion-no-embeddings",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="tta.dispersion of K = 0 steered embeddings returns NaN scores silently; "
-                "tta.py needs K >= 1 (and D >= 1) checked",
-            ),
         ),
         pytest.param(
             lambda: dispersion(torch.ones(2, 3, D, dtype=torch.int64)),
             ["steered"],
             id="dispersion-int",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="tta.dispersion on an integer tensor fails inside F.normalize without "
-                "naming 'steered'; tta.py needs a floating point check",
-            ),
         ),
     ]
 
 
-@pytest.mark.parametrize(("call", "names"), _gap_cases())
-def test_known_gaps_for_the_lead(call: Any, names: list[str]) -> None:
-    """Bad input that reaches torch without a clear message (files the lead is editing)."""
+@pytest.mark.parametrize(("call", "names"), _steering_cases())
+def test_steering_entry_points_name_bad_arguments(call: Any, names: list[str]) -> None:
+    """Bad input to the steering loss, term and dispersion gets an error naming the argument."""
     check(call, names, False, None)

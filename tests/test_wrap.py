@@ -18,7 +18,14 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, SimCL
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import nn
 
-from equimod_plugin import EquiModLoss, EquiModTerm, EquivarianceBranch, augment, equimod_branch
+from equimod_plugin import (
+    EquiModLoss,
+    EquiModTerm,
+    EquivarianceBranch,
+    augment,
+    equimod_branch,
+    steering_branch,
+)
 from equimod_plugin.integrations.lightly import EquivariantModel, OriginalTransform, wrap
 from equimod_plugin.wrap import IMAGENET_NORMALIZE, infer_feature_dim
 
@@ -361,3 +368,27 @@ def test_bad_normalize_and_weight_are_rejected():
 def test_custom_loss_is_used():
     branch = equimod_branch(convnet(), augment.byol(SIZE), loss=EquiModLoss(0.5), **WIDTHS)
     assert branch.term.loss.temperature == 0.5
+
+
+@pytest.mark.parametrize("term", ["equimod", "steering"])
+def test_branch_trains_under_bf16_autocast(term):
+    """bf16 features next to float32 parameters: autocast's to resolve, not an input error."""
+    torch.manual_seed(0)
+    backbone = convnet()
+    aug = augment.byol_views(16, variant="cifar", blur_kernel=3)
+    if term == "equimod":
+        branch = equimod_branch(backbone, aug, hidden_dim=16, output_dim=8)
+    else:
+        branch = steering_branch(backbone, aug, rank=2, hidden_dim=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x0, x1 = branch.views(torch.rand(8, 3, 16, 16))
+        features = backbone(x0)
+        loss = branch.loss()
+    assert features.dtype == torch.bfloat16
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in branch.term.parameters() if p.grad is not None)
+    f = features.flatten(1).float()
+    params = torch.zeros(2, 8, aug[0].layout.param_dim)
+    with pytest.raises(ValueError, match="one dtype"):  # outside autocast: no silent promotion
+        branch.term(f, torch.stack([f, f]).double(), params)

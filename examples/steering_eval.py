@@ -35,9 +35,9 @@ the nearest training embedding). Writes ``steering_eval.md``, ``steering_eval.js
 
 Budget (full): 5000 random training images (of the complete Fashion-MNIST from Debian's
 ``dataset-fashion-mnist``, else all of the shipped 5000/1000 sample), 2000 test images, 6 epochs
-of batch 128 per run, one torch thread. Measured for docs/results/steering_eval: 6.6 and 8.3
-min of training, 18.1 min in all, on 2 cores shared with other jobs (load average ~2); the
-same run took 39.9 min at load average ~7 (and gave the same numbers: it is deterministic).
+of batch 128 per run, one torch thread. About 18 min in all on 2 cores with load average ~2;
+the committed run (docs/results/steering_eval) took 50 min at load average 4-8, which changes
+the time, not the numbers (the run is deterministic).
 """
 
 from __future__ import annotations

@@ -362,7 +362,8 @@ def figures(report: dict[str, Any], out: Path) -> None:
         ax.set_xticks(x, list(metrics))
         ax.set_ylim(0, 1)
         ax.set_title(f"{dataset}: backbone features, held-out accuracy", fontsize=10)
-    axes[0][0].legend(fontsize=8, loc="lower left")
+    counts = [sum(r["dataset"] == d for r in results) for d in datasets]
+    axes[0][counts.index(max(counts))].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(out / "probes.png", dpi=110)
     plt.close(fig)
@@ -374,6 +375,7 @@ def figures(report: dict[str, Any], out: Path) -> None:
                 epochs = [e["epoch"] + 1 for e in r["training"]]
                 ax.plot(epochs, [e["term_relative"] for e in r["training"]], marker="o", label=r["method"])
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("relative equivariance (training views)")
         ax.set_title(dataset, fontsize=10)
         ax.legend(fontsize=8)
@@ -382,15 +384,15 @@ def figures(report: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def hardware(report: dict[str, Any], config: Config, source: str, minutes: float) -> str:
+def hardware(report: dict[str, Any], config: Config, source: str) -> str:
     runs = report["results"]
     return (
         f"CPU ({platform.machine()}, {os.cpu_count()} cores, shared), 1 torch thread per run, {config.processes} runs "
         f"at a time, torch {torch.__version__}; {config.train_images} train / {config.test_images} test images "
         f"({source}), {config.epochs} epochs of batch {config.batch_size}, seed {config.seed}, EquiMod weight "
         f"{config.equimod_weight:g}; "
-        f"{len(runs)} runs, {sum(r['train_minutes'] for r in runs):.0f} min of training in all, "
-        f"{minutes:.0f} min wall clock (load average {np.mean([r['load_average'] for r in runs]):.1f} at run ends)"
+        f"{len(runs)} runs, {sum(r['train_minutes'] for r in runs):.0f} min of training in all "
+        f"(load average {np.mean([r['load_average'] for r in runs]):.1f} at run ends)"
     )
 
 
@@ -416,12 +418,11 @@ def main() -> None:
     runs = [r for r in RUNS if not args.only or "/".join(r) in args.only]
     source = fashion_mnist_source("train", sample=True if config.shipped_sample else None)
     print(f"data: {source}; {len(runs)} runs, {config.processes} at a time")
-    start = time.perf_counter()
     jobs = [(d, m, config, str(out)) for d, m in runs]
     with multiprocessing.get_context("spawn").Pool(config.processes) as pool:
         results = pool.map(run_one, jobs, chunksize=1)
     report: dict[str, Any] = {"config": asdict(config), "results": results}
-    report["hardware"] = hardware(report, config, source, (time.perf_counter() - start) / 60)
+    report["hardware"] = hardware(report, config, source)
     out.mkdir(parents=True, exist_ok=True)
     (out / "reproduction.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "reproduction.md").write_text(markdown(report))

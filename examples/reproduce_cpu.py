@@ -363,8 +363,9 @@ def figures(report: dict[str, Any], out: Path) -> None:
         ax.set_ylim(0, 1)
         ax.set_title(f"{dataset}: backbone features, held-out accuracy", fontsize=10)
     counts = [sum(r["dataset"] == d for r in results) for d in datasets]
-    axes[0][counts.index(max(counts))].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0][counts.index(max(counts))].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(out / "probes.png", dpi=110)
     plt.close(fig)
 

@@ -33,17 +33,17 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
-from equimod_plugin import SteeringLoss, SteeringOperator, augment, equimod_branch
-from equimod_plugin.datasets import fashion_mnist_source, load_fashion_mnist, random_hue_labels, tint
+from _tinted import fit_operator, normalize, tinted_split
+from equimod_plugin import SteeringOperator, augment, equimod_branch
+from equimod_plugin.datasets import fashion_mnist_source
 from equimod_plugin.evaluation import extract_features
 from equimod_plugin.report import AugmentationReport, augmentation_report
-from equimod_plugin.wrap import IMAGENET_NORMALIZE, EquivarianceBranch
+from equimod_plugin.wrap import EquivarianceBranch
 from quickstart import BYOL, convnet
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "augmentation_report"
@@ -65,23 +65,9 @@ class Config:
 SMOKE = Config(train_images=256, test_images=32, epochs=1, batch_size=64, steps=3, fit_epochs=1)
 
 
-def mean_std() -> tuple[Tensor, Tensor]:
-    return tuple(torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET_NORMALIZE)
-
-
-def normalize(images: Tensor) -> Tensor:
-    """What the branch feeds the backbone: ImageNet mean/std normalisation of [0, 1] images."""
-    mean, std = mean_std()
-    return (images - mean) / std
-
-
 def load_split(split: str, n: int, config: Config, seed: int) -> Tensor:
     """``n`` random images of the shipped sample's split, tinted, (n, 3, 32, 32) in [0, 1]."""
-    images, _ = load_fashion_mnist(split, sample=True)
-    g = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(images), generator=g)[:n]
-    hues = random_hue_labels(len(index), config.num_hues, g)
-    return F.interpolate(tint(images[index], hues, config.num_hues), size=32, mode="bilinear").clamp(0, 1)
+    return tinted_split(split, n, config.num_hues, seed, sample=True)[0]
 
 
 def build(config: Config) -> tuple[BYOL, EquivarianceBranch]:
@@ -154,19 +140,9 @@ def fit_steering(backbone: nn.Module, images: Tensor, config: Config) -> tuple[S
         params.append(p)
     with torch.no_grad():
         e_o, e_a = embed(torch.cat(originals)), embed(torch.cat(targets))
-    params_all = torch.cat(params)
-    torch.manual_seed(config.seed)
     identity = augment.byol(32, view=1, variant="cifar").identity_params(1)[0]
-    operator = SteeringOperator(e_o.shape[1], params_all.shape[1], kind="low_rank", identity=identity)
-    optimizer = torch.optim.Adam(operator.parameters(), lr=3e-3)
-    criterion = SteeringLoss("cosine")
-    for _ in range(config.fit_epochs):
-        for index in torch.randperm(len(e_o)).split(256):
-            loss = criterion(operator(e_o[index], params_all[index]), e_a[index])
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    return operator.eval(), embed
+    operator = fit_operator(e_o, e_a, torch.cat(params), identity, config.fit_epochs, config.seed)
+    return operator, embed
 
 
 # output

@@ -47,17 +47,17 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightly.loss import NegativeCosineSimilarity, NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
+from _tinted import normalize, tinted_split
 from equimod_plugin import EquiModLoss, augment, equimod_branch, steering_branch
-from equimod_plugin.datasets import fashion_mnist_source, load_fashion_mnist, random_hue_labels, tint
+from equimod_plugin.datasets import fashion_mnist_source
 from equimod_plugin.evaluation import eta_squared, extract_features, knn_accuracy, linear_probe
-from equimod_plugin.wrap import IMAGENET_NORMALIZE, EquivarianceBranch
+from equimod_plugin.wrap import EquivarianceBranch
 from quickstart import BYOL, convnet
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "reproduction"
@@ -91,17 +91,8 @@ def load_split(split: str, num_hues: int, n: int, config: Config) -> tuple[Tenso
 
     The same images and hue labels for every run (seeded by the split); ``num_hues = 0``: grey.
     """
-    images, labels = load_fashion_mnist(split, sample=True if config.shipped_sample else None)
-    g = torch.Generator().manual_seed(0 if split == "train" else 1)
-    index = torch.randperm(len(labels), generator=g)[:n]
-    hues = random_hue_labels(len(index), max(num_hues, 1), g)
-    rgb = tint(images[index], hues, num_hues) if num_hues else images[index].expand(-1, 3, -1, -1)
-    return F.interpolate(rgb, size=32, mode="bilinear").clamp(0, 1), labels[index], hues
-
-
-def normalize(images: Tensor) -> Tensor:
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET_NORMALIZE)
-    return (images - mean) / std
+    sample = True if config.shipped_sample else None
+    return tinted_split(split, n, num_hues, 0 if split == "train" else 1, sample=sample)
 
 
 # models

@@ -63,12 +63,13 @@ from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
-from equimod_plugin import SteeringLoss, SteeringOperator, SteeringTerm, augment, steering_branch
+from _tinted import fit_operator, normalize, tinted_split
+from equimod_plugin import SteeringOperator, SteeringTerm, augment, steering_branch
 from equimod_plugin.augment import ParamAugment
-from equimod_plugin.datasets import fashion_mnist_source, load_fashion_mnist, random_hue_labels, tint
+from equimod_plugin.datasets import fashion_mnist_source
 from equimod_plugin.evaluation import extract_features, linear_probe, roc_auc
 from equimod_plugin.tta import SteeredTTA, tta_params
-from equimod_plugin.wrap import IMAGENET_NORMALIZE, EquivarianceBranch
+from equimod_plugin.wrap import EquivarianceBranch
 from quickstart import BYOL, convnet
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "steering_eval"
@@ -109,18 +110,9 @@ SMOKE = Config(
 # data
 
 
-def tinted32(images: Tensor, hues: Tensor, num_hues: int) -> Tensor:
-    """Grey (N, 1, 28, 28) -> tinted RGB (N, 3, 32, 32) in [0, 1]."""
-    return F.interpolate(tint(images, hues, num_hues), size=32, mode="bilinear").clamp(0, 1)
-
-
 def load_split(split: str, n: int, config: Config, seed: int) -> tuple[Tensor, Tensor, Tensor]:
     """``n`` random images of a split, tinted: images (n, 3, 32, 32), class and hue labels."""
-    images, labels = load_fashion_mnist(split, sample=True if config.shipped_sample else None)
-    g = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(labels), generator=g)[:n]
-    hues = random_hue_labels(len(index), config.num_hues, g)
-    return tinted32(images[index], hues, config.num_hues), labels[index], hues
+    return tinted_split(split, n, config.num_hues, seed, sample=True if config.shipped_sample else None)
 
 
 def corrupted(images: Tensor, name: str, severity: int, seed: int) -> Tensor:
@@ -132,11 +124,6 @@ def corrupted(images: Tensor, name: str, severity: int, seed: int) -> Tensor:
 
 
 # training
-
-
-def normalize(images: Tensor) -> Tensor:
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET_NORMALIZE)
-    return (images - mean) / std
 
 
 def views_pair() -> tuple[ParamAugment, ParamAugment]:
@@ -210,22 +197,6 @@ def view_features(
     return torch.cat(originals), torch.cat(targets), torch.cat(params)
 
 
-def fit_operator(e_o: Tensor, e_a: Tensor, params: Tensor, config: Config) -> SteeringOperator:
-    """Post-hoc operator on frozen embeddings: Adam on the steering term's cosine loss."""
-    torch.manual_seed(config.seed)
-    identity = views_pair()[0].identity_params(1)[0]
-    operator = SteeringOperator(e_o.shape[1], params.shape[1], kind="low_rank", identity=identity)
-    optimizer = torch.optim.Adam(operator.parameters(), lr=3e-3)
-    criterion = SteeringLoss("cosine")
-    for _ in range(config.fit_epochs):
-        for index in torch.randperm(len(e_o)).split(256):
-            loss = criterion(operator(e_o[index], params[index]), e_a[index])
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    return operator.eval()
-
-
 def mean_cos(a: Tensor, b: Tensor) -> float:
     return F.cosine_similarity(a, b).mean().item()
 
@@ -285,7 +256,9 @@ def evaluate(
 
     generator = torch.Generator().manual_seed(config.seed + 1)
     f_o, f_a, params = view_features(backbone, data["train"][0], config.fit_rounds, generator)
-    operators = {"posthoc": fit_operator(embed(f_o), embed(f_a), params, config)}
+    identity = views_pair()[0].identity_params(1)[0]
+    posthoc = fit_operator(embed(f_o), embed(f_a), params, identity, config.fit_epochs, config.seed)
+    operators = {"posthoc": posthoc}
     if joint:
         operators["joint"] = term.operator.eval()
     f_o, f_a, params = view_features(backbone, data["test"][0], 1, torch.Generator().manual_seed(config.seed + 2))

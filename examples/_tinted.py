@@ -1,18 +1,24 @@
-"""What the CPU experiments share: tinted Fashion-MNIST at 32 px, the branch's normalisation and
-the post-hoc fit of a steering operator on frozen embeddings.
+"""What the CPU experiments share: tinted Fashion-MNIST at 32 px, the branch's normalisation, the
+quickstart's BYOL training loop with a branch, and the post-hoc fit of a steering operator.
 
 Used by ``steering_eval.py``, ``augmentation_report.py`` and ``reproduce_cpu.py``.
 """
 
 from __future__ import annotations
 
+import math
+import time
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.utils import update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import Tensor, nn
 
 from equimod_plugin import SteeringLoss, SteeringOperator
 from equimod_plugin.datasets import load_fashion_mnist, random_hue_labels, tint
-from equimod_plugin.wrap import IMAGENET_NORMALIZE
+from equimod_plugin.wrap import IMAGENET_NORMALIZE, EquivarianceBranch
 
 
 def normalize(images: Tensor) -> Tensor:
@@ -54,3 +60,41 @@ def fit_operator(
             optimizer.step()
             optimizer.zero_grad()
     return operator.eval()
+
+
+def train_byol(
+    model: nn.Module, branch: EquivarianceBranch, images: Tensor, epochs: int, batch_size: int, prefix: str
+) -> list[dict[str, float]]:
+    """The quickstart's BYOL loop plus ``branch.loss()`` (SGD lr 0.06, EMA 0.996 -> 1).
+
+    ``model`` is the quickstart's ``BYOL``; the caller seeds the global RNG, which fixes the
+    order and the views. Returns per epoch the mean loss, the minutes and the branch's metrics
+    of the last batch (keys ``prefix + name``); exits if the loss is not finite.
+    """
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=True, drop_last=True)
+    criterion = NegativeCosineSimilarity()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
+    log = []
+    for epoch in range(epochs):
+        start, total = time.perf_counter(), torch.zeros(())
+        momentum = cosine_schedule(epoch, epochs, 0.996, 1)
+        for batch in loader:
+            x0, x1 = branch.views(batch)
+            update_momentum(model.backbone, model.backbone_momentum, m=momentum)
+            update_momentum(model.projection_head, model.projection_head_momentum, m=momentum)
+            byol = 0.5 * (
+                criterion(model(x0), model.forward_momentum(x1)) + criterion(model(x1), model.forward_momentum(x0))
+            )
+            loss = byol + branch.loss()
+            total += loss.detach()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        metrics = {f"{prefix}{k}": v for k, v in branch.metrics().items()}
+        log.append({"epoch": epoch, "loss": float(total) / len(loader), "minutes": (time.perf_counter() - start) / 60})
+        log[-1].update(metrics)
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        print(f"  epoch {epoch:02d} loss {log[-1]['loss']:.4f}, last batch {shown} ({log[-1]['minutes']:.1f} min)")
+        if not math.isfinite(log[-1]["loss"]):
+            raise SystemExit("the loss is not finite")
+    return log

@@ -33,12 +33,9 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
-from lightly.loss import NegativeCosineSimilarity
-from lightly.models.utils import update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
-from _tinted import fit_operator, normalize, tinted_split
+from _tinted import fit_operator, normalize, tinted_split, train_byol
 from equimod_plugin import SteeringOperator, augment, equimod_branch
 from equimod_plugin.datasets import fashion_mnist_source
 from equimod_plugin.evaluation import extract_features
@@ -81,41 +78,7 @@ def build(config: Config) -> tuple[BYOL, EquivarianceBranch]:
 def train(model: BYOL, branch: EquivarianceBranch, images: Tensor, config: Config) -> list[dict[str, float]]:
     """BYOL + EquiMod as in the quickstart; the seed fixes the order and the views."""
     torch.manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(images, batch_size=config.batch_size, shuffle=True, drop_last=True)
-    criterion = NegativeCosineSimilarity()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
-    log = []
-    for epoch in range(config.epochs):
-        start, total = time.perf_counter(), torch.zeros(())
-        momentum = cosine_schedule(epoch, config.epochs, 0.996, 1)
-        for batch in loader:
-            x0, x1 = branch.views(batch)
-            update_momentum(model.backbone, model.backbone_momentum, m=momentum)
-            update_momentum(model.projection_head, model.projection_head_momentum, m=momentum)
-            byol = 0.5 * (
-                criterion(model(x0), model.forward_momentum(x1)) + criterion(model(x1), model.forward_momentum(x0))
-            )
-            loss = byol + branch.loss()
-            total += loss.detach()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-        metrics = branch.metrics()
-        log.append(
-            {
-                "epoch": epoch,
-                "loss": float(total) / len(loader),
-                **{f"equimod_{k}": v for k, v in metrics.items()},
-                "minutes": (time.perf_counter() - start) / 60,
-            }
-        )
-        print(
-            f"  epoch {epoch:02d} loss {log[-1]['loss']:.4f}, last batch relative equivariance "
-            f"{metrics['relative']:.3f} ({log[-1]['minutes']:.1f} min)"
-        )
-        if not math.isfinite(log[-1]["loss"]):
-            raise SystemExit("the loss is not finite")
-    return log
+    return train_byol(model, branch, images, config.epochs, config.batch_size, "equimod_")
 
 
 def standardizer(features: Tensor) -> nn.BatchNorm1d:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import tempfile
@@ -58,12 +57,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from imagecorruptions import corrupt
-from lightly.loss import NegativeCosineSimilarity
-from lightly.models.utils import update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
-from _tinted import fit_operator, normalize, tinted_split
+from _tinted import fit_operator, normalize, tinted_split, train_byol
 from equimod_plugin import SteeringOperator, SteeringTerm, augment, steering_branch
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.datasets import fashion_mnist_source
@@ -136,41 +132,7 @@ def train(images: Tensor, weight: float, config: Config) -> tuple[BYOL, Equivari
     model = BYOL(convnet(), dim=32)
     branch = steering_branch(model.backbone, views_pair(), kind="low_rank", weight=weight)
     model.steering = branch  # registers the operator's parameters with the model
-    loader = torch.utils.data.DataLoader(images, batch_size=config.batch_size, shuffle=True, drop_last=True)
-    criterion = NegativeCosineSimilarity()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
-    log = []
-    for epoch in range(config.epochs):
-        start, total = time.perf_counter(), torch.zeros(())
-        momentum = cosine_schedule(epoch, config.epochs, 0.996, 1)
-        for batch in loader:
-            x0, x1 = branch.views(batch)
-            update_momentum(model.backbone, model.backbone_momentum, m=momentum)
-            update_momentum(model.projection_head, model.projection_head_momentum, m=momentum)
-            byol = 0.5 * (
-                criterion(model(x0), model.forward_momentum(x1)) + criterion(model(x1), model.forward_momentum(x0))
-            )
-            loss = byol + branch.loss()
-            total += loss.detach()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-        steering = {f"steering_{k}": v for k, v in branch.metrics().items()}
-        log.append(
-            {
-                "epoch": epoch,
-                "loss": float(total) / len(loader),
-                "minutes": (time.perf_counter() - start) / 60,
-                **steering,
-            }
-        )
-        print(
-            f"  epoch {epoch:02d} loss {log[-1]['loss']:.4f}, last batch cos(M f_o, f_a) "
-            f"{steering['steering_cos_steered']:.3f}, cos(f_o, f_a) {steering['steering_cos_original']:.3f} "
-            f"({log[-1]['minutes']:.1f} min)"
-        )
-        if not math.isfinite(log[-1]["loss"]):
-            raise SystemExit("the loss is not finite")
+    log = train_byol(model, branch, images, config.epochs, config.batch_size, "steering_")
     return model, branch, log
 
 

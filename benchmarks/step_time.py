@@ -8,10 +8,11 @@ What is measured, per backbone and batch size B of 32 x 32 images, in one run wi
   momentum copies updated with ``update_momentum``, symmetric ``NegativeCosineSimilarity``,
   ``SGD(lr=0.06)``) on two views given as precomputed normalised tensors, so no
   augmentation cost is included.
-- **wrapped (full)**: the same model wrapped with ``wrap(model, (augment.byol(32, view=1,
+- **wrapped (full)**: the same model with ``attach(model, (augment.byol(32, view=1,
   variant="cifar"), augment.byol(32, view=2, variant="cifar")))`` (equivariance head at its
-  default widths: hidden 2048, output 128). One step is ``x0, x1 = model.views(images)``, the
-  same BYOL code, ``+ model.equivariance_loss()``, backward and SGD step. The backbone runs
+  default widths: hidden 2048, output 128). One step is
+  ``x0, x1 = model.equivariance.views(images)``, the same BYOL code,
+  ``+ model.equivariance.loss()``, backward and SGD step. The backbone runs
   once on ``cat[original, view1, view2]`` (3B images) instead of twice on B.
 - **aug**: the time spent inside the two augmentation modules during that wrapped step,
   measured in the same step with forward pre/post hooks on them.
@@ -71,8 +72,8 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 from equimod_plugin import augment
-from equimod_plugin.integrations.lightly import EquivariantModel, wrap
-from equimod_plugin.wrap import IMAGENET_NORMALIZE
+from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE
+from equimod_plugin.integrations.lightly import attach
 
 THREADS = 2
 SIZE = 32
@@ -269,8 +270,9 @@ def build_case(backbone: str, batch_size: int) -> Case:
     """Plain and wrapped BYOL with equal initial weights, their optimizers and inputs."""
     make_backbone, feature_dim = BACKBONES[backbone]
     plain_model = BYOL(make_backbone(), feature_dim)
-    wrapped_model, _ = wrap(
-        copy.deepcopy(plain_model),
+    wrapped_model = copy.deepcopy(plain_model)
+    attach(
+        wrapped_model,
         (
             augment.byol(SIZE, view=1, variant="cifar"),
             augment.byol(SIZE, view=2, variant="cifar"),
@@ -287,22 +289,22 @@ def build_case(backbone: str, batch_size: int) -> Case:
         optimize(byol_loss(plain_model, x0, x1, criterion), plain_opt)
 
     def wrapped() -> None:
-        v0, v1 = wrapped_model.views(images)
-        loss = byol_loss(wrapped_model, v0, v1, criterion) + wrapped_model.equivariance_loss()
+        v0, v1 = wrapped_model.equivariance.views(images)
+        loss = byol_loss(wrapped_model, v0, v1, criterion) + wrapped_model.equivariance.loss()
         optimize(loss, wrapped_opt)
 
     return Case(plain, wrapped, head_step(wrapped_model, images), aug_timer)
 
 
-def head_step(model: EquivariantModel, images: Tensor) -> Callable[[], None]:
+def head_step(model: BYOL, images: Tensor) -> Callable[[], None]:
     """EquiModTerm forward + backward on features and parameters of one real batched pass."""
     branch = model.equivariance
     with torch.no_grad():
         branch.views(images)
-    features = [f.flatten(1) for f in branch.features]
-    params = branch.params
-    assert params is not None
-    branch.loss()  # ends the step, clearing the backbone's cache
+    assert branch.step is not None
+    features = [f.flatten(1) for f in branch.step.features if f is not None]
+    params = branch.step.params
+    branch.end_step()
     features_o = features[0].requires_grad_()
     features_views = torch.stack(features[1:]).requires_grad_()
 

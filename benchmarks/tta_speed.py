@@ -17,9 +17,9 @@ augmentations:
 - **encode(B)**: the encoder pass of (b) alone; **steer**: ``steer_many`` and the mean alone
   on precomputed features, for ``kind="low_rank"`` at every K and, as extra rows, for
   ``kind="exponential"`` and ``kind="full"`` at the largest K. **maps** is the part of a steer
-  spent building the maps from the parameters (``SteeringOperator.maps`` for exponential and
-  full, the hypernetwork giving U and V for low_rank), measured inside the same call by
-  wrapping that method on the instance.
+  spent building the maps from the parameters (``_maps`` of ``ExponentialSteering`` and
+  ``FullSteering``, the hypernetwork giving U and V, ``_low_rank``, of ``LowRankSteering``),
+  measured inside the same call by wrapping that method on the instance.
 
 The operators are untrained (random initialisation): the cost does not depend on the values.
 After warm-up calls (every code path once; (a) whole at the smallest K, its augmentation at
@@ -65,7 +65,7 @@ from torch import Tensor, nn
 
 from equimod_plugin import augment
 from equimod_plugin.augment import ParamAugment
-from equimod_plugin.steering import Kind, SteeringOperator
+from equimod_plugin.steering import Kind, LowRankSteering, SteeringOperator
 from equimod_plugin.tta import tta_params
 from equimod_plugin.wrap import IMAGENET_NORMALIZE
 
@@ -145,7 +145,7 @@ def encode(encoder: nn.Module, images: Tensor, chunk: int) -> Tensor:
 def operator(kind: Kind, aug: ParamAugment) -> tuple[SteeringOperator, CallTimer]:
     """An untrained operator of ``kind`` and a timer around the method that builds its maps."""
     op = SteeringOperator(DIM, PARAM_DIM, kind=kind, identity=aug.identity_params(1)[0]).eval()
-    name = "_low_rank" if kind == "low_rank" else "maps"
+    name = "_low_rank" if isinstance(op, LowRankSteering) else "_maps"
     timer = CallTimer(getattr(op, name))
     setattr(op, name, timer)
     return op, timer

@@ -5,13 +5,16 @@ the argument and says what was expected, so that bad input never broadcasts sile
 
 The checks of *values* (finite, in [0, 1]) read the tensor back to the host: a device sync on
 GPU, and a graph break under ``torch.compile``. :func:`validation` turns them off for a block;
-the checks of type, shape, dtype and device, which cost nothing, always run.
+the checks of type, shape, dtype and device, which cost nothing, always run. The switch is a
+:class:`contextvars.ContextVar`: it holds per thread and per asyncio task, so a block in one
+thread never turns the checks off in another.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
@@ -25,12 +28,15 @@ __all__ = [
     "validation_enabled",
 ]
 
-_validate_values = True
+_validate_values: ContextVar[bool] = ContextVar("equimod_plugin_validate_values", default=True)
 
 
 def validation_enabled() -> bool:
-    """Whether the value checks (finite, range) run; ``True`` unless :func:`validation` is off."""
-    return _validate_values
+    """Whether the value checks (finite, range) run; ``True`` unless :func:`validation` is off.
+
+    The value is the current thread's (or asyncio task's): see :func:`validation`.
+    """
+    return _validate_values.get()
 
 
 @contextmanager
@@ -41,6 +47,12 @@ def validation(enabled: bool) -> Iterator[None]:
     host (no device sync per call) and the heads, losses and steering operator compile with
     ``torch.compile(fullgraph=True)``; NaN and out-of-range values then pass unnoticed.
 
+    The setting belongs to the current thread and asyncio task (a
+    :class:`contextvars.ContextVar`): blocks in other threads, overlapping or not, neither see
+    nor change it, and a thread started inside the block starts with the checks on (unless
+    the interpreter copies the context into new threads). On exit the value from before the
+    block is restored.
+
     Example:
         >>> import torch
         >>> from equimod_plugin import EquiModCosineLoss, validation
@@ -49,14 +61,13 @@ def validation(enabled: bool) -> Iterator[None]:
         ...     bool(EquiModCosineLoss()(y, y).isnan())
         True
     """
-    global _validate_values
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, got {enabled!r}")
-    previous, _validate_values = _validate_values, enabled
+    token = _validate_values.set(enabled)
     try:
         yield
     finally:
-        _validate_values = previous
+        _validate_values.reset(token)
 
 
 def _describe(t: Tensor) -> str:
@@ -65,7 +76,7 @@ def _describe(t: Tensor) -> str:
 
 def _has_values(t: Tensor) -> bool:
     """Whether the value checks apply: on, and ``t`` has elements with data (not "meta")."""
-    return _validate_values and t.numel() > 0 and t.device.type != "meta"
+    return _validate_values.get() and t.numel() > 0 and t.device.type != "meta"
 
 
 def check_images(x: Tensor, name: str = "x", channels: int | None = 3) -> None:

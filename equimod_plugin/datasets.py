@@ -142,6 +142,8 @@ def _split_files(
 ) -> Iterator[tuple[Path, Path]]:
     """Resolve the images and labels files of a split as real paths on disk."""
     prefix = _check_split(split)
+    if sample is not None and not isinstance(sample, bool):
+        raise TypeError(f"sample must be True, False or None, got {sample!r}")
     if sample is True and root is not None:
         raise ValueError(f"give either root or sample=True, not both (root={root!r})")
     if sample is not True:
@@ -225,16 +227,20 @@ def fashion_mnist_source(
         return str(images_path)
 
 
+def _check_num_hues(num_hues: int) -> None:
+    if isinstance(num_hues, bool) or not isinstance(num_hues, int) or num_hues < 1:
+        raise ValueError(f"num_hues must be an int >= 1, got {num_hues!r}")
+
+
 def random_hue_labels(n: int, num_hues: int, generator: torch.Generator | None = None) -> Tensor:
     """Draw ``n`` hue labels uniformly from ``0 .. num_hues - 1``, int64 ``(n,)``.
 
     >>> random_hue_labels(5, 4, torch.Generator().manual_seed(0))
     tensor([0, 3, 1, 0, 3])
     """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if num_hues < 1:
-        raise ValueError(f"num_hues must be >= 1, got {num_hues}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    _check_num_hues(num_hues)
     return torch.randint(num_hues, (n,), generator=generator, dtype=torch.int64)
 
 
@@ -254,7 +260,7 @@ def tint(
     hue_step=15 / 360`` spans 105 degrees. A pixel of grey value ``v`` becomes
     ``v * rgb(hue, saturation)`` with HSV value 1: the object is coloured, a black background
     stays black, and the output stays in [0, 1]. Three-channel input must be grey (equal
-    channels).
+    channels). ``hue_offset`` and ``hue_step`` must be finite.
 
     >>> grey = torch.ones(2, 1, 1, 1)
     >>> tint(grey, torch.tensor([0, 1]), num_hues=3).flatten(1)  # red, green
@@ -272,8 +278,7 @@ def tint(
         if images.numel() and not bool((images.amax(1) == images.amin(1)).all()):
             raise ValueError("images has 3 channels that differ; tint expects grey images")
         images = images[:, :1]
-    if num_hues < 1:
-        raise ValueError(f"num_hues must be >= 1, got {num_hues}")
+    _check_num_hues(num_hues)
     if not isinstance(hue_labels, Tensor) or hue_labels.dtype != torch.int64:
         raise TypeError(f"hue_labels must be an int64 tensor (N,), got {hue_labels!r:.80}")
     if hue_labels.shape != images.shape[:1]:
@@ -287,7 +292,10 @@ def tint(
             f"max {hue_labels.max().item()}"
         )
     if not 0.0 <= saturation <= 1.0:
-        raise ValueError(f"saturation must be in [0, 1], got {saturation}")
+        raise ValueError(f"saturation must be in [0, 1], got {saturation!r}")
+    for name, value in (("hue_offset", hue_offset), ("hue_step", hue_step)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number of turns, got {value!r}")
     step = 1.0 / num_hues if hue_step is None else hue_step
     hue = (hue_offset + hue_labels.to(images.device, torch.float64) * step) % 1.0
     # HSV to RGB at value 1: channel n in (R, G, B) uses k = (n + 6 h) mod 6, n in (5, 3, 1).

@@ -8,6 +8,7 @@ towards the lowest class index. Everything runs on the device of the features gi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -44,8 +45,7 @@ def extract_features(
             f"images must be a non-empty tensor with a leading batch dimension (N, ...), got "
             f"{getattr(images, 'shape', type(images))}"
         )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_positive_int(batch_size, "batch_size")
     tensors = [*encoder.parameters(), *encoder.buffers()]
     device = tensors[0].device if tensors else images.device
     modes = [(module, module.training) for module in encoder.modules()]
@@ -62,6 +62,16 @@ def extract_features(
         for module, training in modes:
             module.training = training
     return torch.cat(features)
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _compute_dtype(features: Tensor) -> torch.dtype:
+    """float16 / bfloat16 features are evaluated in float32, float64 ones in float64."""
+    return torch.promote_types(features.dtype, torch.float32)
 
 
 def _check_labels(labels: Tensor, name: str, n: int, rows_of: str) -> None:
@@ -85,6 +95,12 @@ def _check_split_features(
         raise ValueError(
             f"train_features and test_features need at least one row each, got shapes "
             f"{tuple(train_features.shape)} and {tuple(test_features.shape)}"
+        )
+    if train_features.dtype != test_features.dtype:
+        raise ValueError(
+            f"train_features and test_features must share one dtype, got "
+            f"{train_features.dtype} and {test_features.dtype}; cast one of them, e.g. "
+            f"test_features.to({train_features.dtype})"
         )
     _check_labels(train_labels, "train_labels", train_features.shape[0], "train_features")
     _check_labels(test_labels, "test_labels", test_features.shape[0], "test_features")
@@ -110,8 +126,10 @@ def linear_probe(
     the classifier minimises the mean cross-entropy plus ``weight_decay / 2 * ||W||^2``
     (bias not penalised) with full-batch L-BFGS (strong Wolfe line search, at most
     ``max_iter`` iterations) from zero weights. The problem is convex, so the result does not
-    depend on a seed; 5000 x 512 features take about a second on two CPU cores. Classes are
-    ``0 .. max label``, labels int64 ``(N,)``.
+    depend on a seed; 5000 x 512 features take about a second on two CPU cores. Labels are
+    non-negative int64 ``(N,)`` of any size; the classes are the distinct labels of
+    ``train_labels`` (a test label absent from them counts as an error). float16 and
+    bfloat16 features are evaluated in float32; both feature matrices must share one dtype.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> labels = torch.randint(3, (300,), generator=g)
@@ -120,17 +138,18 @@ def linear_probe(
     True
     """
     _check_split_features(train_features, train_labels, test_features, test_labels)
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    train_features = train_features.detach()
+    if not 0 <= weight_decay < math.inf:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    _check_positive_int(max_iter, "max_iter")
+    dtype = _compute_dtype(train_features)
+    train_features = train_features.detach().to(dtype)
     mean = train_features.mean(0)
     std = train_features.std(0, correction=0).clamp_min(1e-8)
     x_train = (train_features - mean) / std
-    x_test = (test_features.detach() - mean) / std
-    num_classes = int(torch.cat([train_labels, test_labels]).max()) + 1
-    classifier = nn.Linear(x_train.shape[1], num_classes).to(x_train)
+    x_test = (test_features.detach().to(dtype) - mean) / std
+    # classes are the distinct train labels: a label of 10**9 costs one class, not 10**9
+    classes, train_targets = train_labels.unique(sorted=True, return_inverse=True)
+    classifier = nn.Linear(x_train.shape[1], len(classes)).to(x_train)
     nn.init.zeros_(classifier.weight)
     nn.init.zeros_(classifier.bias)
     optimizer = torch.optim.LBFGS(
@@ -139,7 +158,7 @@ def linear_probe(
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(classifier(x_train), train_labels)
+        loss = F.cross_entropy(classifier(x_train), train_targets)
         loss = loss + weight_decay / 2 * classifier.weight.square().sum()
         loss.backward()
         return loss
@@ -147,7 +166,7 @@ def linear_probe(
     with torch.enable_grad():
         optimizer.step(closure)
     with torch.no_grad():
-        predictions = classifier(x_test).argmax(1)
+        predictions = classes[classifier(x_test).argmax(1)]
     return (predictions == test_labels).float().mean().item()
 
 
@@ -164,7 +183,12 @@ def knn_accuracy(
     Each test row of ``test_features (M, D)`` takes its ``k`` most cosine-similar rows of
     ``train_features (N, D)``, and every neighbour votes for its label with weight
     ``exp(similarity / temperature)`` (InstDisc, as in lightly and solo-learn); the class with
-    the largest vote sum wins. Test rows are processed in chunks so memory stays bounded.
+    the largest vote sum wins (a tie goes to the smallest label). Test rows are processed in
+    chunks so memory stays bounded. Similarities and weights are computed in float32 for
+    float16 and bfloat16 features (``exp(1 / 0.07)`` overflows float16), in float64 for
+    float64 ones, and the weights are divided by the nearest neighbour's (same winner, no
+    overflow at small temperatures); both feature matrices must share one dtype. Labels are
+    non-negative int64 of any size: votes are counted per distinct train label.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> labels = torch.randint(4, (200,), generator=g)
@@ -173,24 +197,28 @@ def knn_accuracy(
     True
     """
     _check_split_features(train_features, train_labels, test_features, test_labels)
-    if not 1 <= k <= train_features.shape[0]:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= train_features.shape[0]:
         raise ValueError(
             f"k must be between 1 and the number of training samples "
-            f"({train_features.shape[0]}), got {k}"
+            f"({train_features.shape[0]}), an int, got {k!r}"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    train = F.normalize(train_features.detach(), dim=1)
-    num_classes = int(train_labels.max()) + 1
+    if not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    dtype = _compute_dtype(train_features)
+    train = F.normalize(train_features.detach().to(dtype), dim=1)
+    classes, train_targets = train_labels.unique(sorted=True, return_inverse=True)
     chunk = max(1, _KNN_CHUNK_ELEMENTS // train.shape[0])
     correct = 0
     with torch.no_grad():
         for test, labels in zip(test_features.split(chunk), test_labels.split(chunk), strict=True):
-            similarity = F.normalize(test, dim=1) @ train.T
+            similarity = F.normalize(test.to(dtype), dim=1) @ train.T
             top_similarity, top_index = similarity.topk(k, dim=1)
-            votes = torch.zeros(len(test), num_classes, dtype=train.dtype, device=train.device)
-            votes.scatter_add_(1, train_labels[top_index], (top_similarity / temperature).exp())
-            correct += int((votes.argmax(1) == labels).sum())
+            votes = torch.zeros(len(test), len(classes), dtype=dtype, device=train.device)
+            # weights relative to the nearest neighbour's, in (0, 1]: the same winner as
+            # exp(similarity / temperature), which overflows for a small temperature
+            weights = ((top_similarity - top_similarity[:, :1]) / temperature).exp()
+            votes.scatter_add_(1, train_targets[top_index], weights)
+            correct += int((classes[votes.argmax(1)] == labels).sum())
     return correct / len(test_labels)
 
 

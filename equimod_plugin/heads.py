@@ -138,8 +138,18 @@ class EquivarianceHead(nn.Module):
         self.predictor = _mlp(output_dim + param_embed_dim, predictor_hidden_dims, output_dim)
 
     def _check_like_weights(self, **tensors: Tensor) -> None:
-        """Inputs must share the head's device and, outside autocast, one dtype."""
-        check_like(self.param_projector[0].weight, "head", **tensors)
+        """Inputs must share the head's device and, outside autocast, its dtype."""
+        weight = self.param_projector[0].weight
+        check_like(weight, "head", **tensors)
+        if torch.is_autocast_enabled(weight.device.type):
+            return
+        for name, t in tensors.items():
+            if t.dtype != weight.dtype:
+                raise ValueError(
+                    f"{name} is {t.dtype} but the head's parameters are {weight.dtype}; cast "
+                    f"the inputs with .to({weight.dtype}), the head with .to({t.dtype}), or "
+                    "run under torch.autocast"
+                )
 
     def _check_batch_size(self, t: Tensor, name: str) -> None:
         if self.training and t.shape[0] < 2:

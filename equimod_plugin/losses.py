@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.distributed as dist
@@ -47,10 +48,15 @@ class EquiModLoss(nn.Module):
         exclude_sibling: Remove the other views of the same image from the negatives.
         gather_distributed: Gather the candidates from all processes (with gradients) before
             computing the loss, as lightly's ``NTXentLoss`` does: anchors and positives stay
-            local, negatives come from every rank. Every rank must have the same batch size.
-            A no-op when torch.distributed is not initialised.
+            local, negatives come from every rank. Ranks may have different batch sizes (a
+            last batch without ``drop_last``); each returns its share of the whole batch's
+            loss, so that DDP's average over ranks of the losses and of the gradients equals
+            one process holding every rank's samples. A no-op when torch.distributed is not
+            initialised.
 
     Raises:
+        TypeError: If ``temperature`` is not a real number (a bool included), or
+            ``exclude_sibling`` or ``gather_distributed`` is not a bool.
         ValueError: If ``temperature`` is not a positive finite number, or if
             ``gather_distributed`` is set and torch.distributed is not available.
 
@@ -71,10 +77,19 @@ class EquiModLoss(nn.Module):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__()
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)) or (
-            temperature <= 0
-        ):
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+            raise TypeError(
+                f"temperature must be a positive finite number (a float such as 0.2), got "
+                f"{temperature!r} of type {type(temperature).__name__}"
+            )
+        if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+        for name, flag in (
+            ("exclude_sibling", exclude_sibling),
+            ("gather_distributed", gather_distributed),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
         if gather_distributed and not dist.is_available():
             raise ValueError(
                 "gather_distributed is True but torch.distributed is not available; set "
@@ -92,7 +107,9 @@ class EquiModLoss(nn.Module):
             y_pred: Predicted embeddings of the same views, shape ``(V, B, E)``.
 
         Returns:
-            The loss averaged over the 2 * V * B local anchors, a scalar.
+            The loss averaged over the 2 * V * B local anchors, a scalar. Gathered across
+            several processes: the sum over the local anchors times ``world_size / (2 * V *
+            total B)``, the local mean when every rank has the same batch size.
         """
         _check_embeddings(y_views, y_pred)
         num_views, batch_size, _ = y_views.shape
@@ -100,9 +117,10 @@ class EquiModLoss(nn.Module):
         z = F.normalize(torch.cat([y_views.flatten(0, 1), y_pred.flatten(0, 1)]), dim=1)
 
         candidates, offset = z, 0
-        if self.gather_distributed:
-            candidates = _distributed.gather(z)
-            offset = _distributed.rank() * 2 * n
+        if self.gather_distributed and _distributed.world_size() > 1:
+            sizes = _distributed.rows(z)
+            candidates = _distributed.gather(z, sizes)
+            offset = sum(sizes[: _distributed.rank()])  # this rank's rows in the candidates
         logits = z @ candidates.T / self.temperature
 
         # Row r = s * n + k * batch_size + i holds side s (views, predictions), view k, image i.
@@ -117,7 +135,12 @@ class EquiModLoss(nn.Module):
         logits = logits.masked_fill(mask, float("-inf"))
 
         labels = (index + n) % (2 * n) + offset
-        return F.cross_entropy(logits, labels)
+        if candidates is z:
+            return F.cross_entropy(logits, labels)
+        # This rank's share of the mean over all ranks' anchors (one per candidate): DDP's
+        # average over ranks of these losses, and of their gradients, is the whole batch's.
+        share = _distributed.world_size() / candidates.shape[0]
+        return F.cross_entropy(logits, labels, reduction="sum") * share
 
 
 class EquiModCosineLoss(nn.Module):

@@ -1,22 +1,10 @@
 """Steerable representations (Bhardwaj et al., 2023): a linear map in embedding space per
 augmentation, ``M(a) f(x) ~ f(a(x))``, and the loss that learns it.
 
-How ``M(a)`` is produced from the parameters ``a`` is not public; three parameterisations
-are offered (``kind``), each exactly the identity at the identity parameters ``a_id``
-(written ``d = a - a_id`` below):
-
-===========  ================================  ========================  ===============
-kind         M(a)                              apply to B embeddings     parameters
-===========  ================================  ========================  ===============
-low_rank     I + U(d) V(d)^T; U, V are (D, r)  O(B D r)                  hidden * 2 D r
-exponential  expm(sum_i c_i(d) A_i), c linear  O(B D^3): B matrix exps   m D^2 + m P
-full         I + H(d); H is (D, D)             O(B D^2)                  hidden * D^2
-===========  ================================  ========================  ===============
-
-``low_rank`` is the default: at D = 2048, r = 16, B = 256 it costs a few MFLOP per sample and
-8.4 M parameters. ``exponential`` composes (``M(a) M(b) = M(a_id + d_a + d_b)`` when the
-generators commute) but its matrix exponential makes it a choice for D of a few hundred;
-``full`` needs ``hidden * D^2`` parameters (2 G at D = 2048), also for small D only.
+How ``M(a)`` is produced from the parameters ``a`` is not public; three parameterisations are
+offered, one class each over the base :class:`SteeringOperator` (which holds their costs):
+:class:`LowRankSteering` (the default), :class:`ExponentialSteering` and :class:`FullSteering`.
+``SteeringOperator(dim, param_dim, kind=...)`` builds the class of that ``kind``.
 
 - [0] Bhardwaj et al., Steerable Equivariant Representation Learning, 2023,
   https://arxiv.org/abs/2302.11349
@@ -24,7 +12,7 @@ generators commute) but its matrix exponential makes it a choice for D of a few 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,42 +21,144 @@ from torch import Tensor, nn
 from equimod_plugin import _distributed
 from equimod_plugin._checks import check_matrix, check_same_device
 
-__all__ = ["SteeringLoss", "SteeringOperator"]
+__all__ = [
+    "ExponentialSteering",
+    "FullSteering",
+    "LowRankSteering",
+    "SteeringLoss",
+    "SteeringOperator",
+]
 
 Kind = Literal["low_rank", "exponential", "full"]
 KINDS: tuple[str, ...] = ("low_rank", "exponential", "full")
 
+_SIZES = {
+    "dim": "the width D of the embeddings",
+    "param_dim": "the width P of the parameters, aug.layout.param_dim",
+    "rank": "the rank r of low_rank",
+    "hidden_dim": "the hidden width of the hypernetworks",
+    "num_generators": "m of exponential, or None for P",
+}
 
-def _hypernetwork(param_dim: int, hidden_dim: int, out_dim: int, std: float) -> nn.Sequential:
+
+def _check_sizes(**sizes: int | None) -> None:
+    """Raise naming the first size that is not a positive int (``num_generators`` may be None)."""
+    for name, value in sizes.items():
+        if name == "num_generators" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int ({_SIZES[name]}), got {value!r}")
+
+
+class _Hypernetwork(nn.Sequential):
     """MLP ``P -> hidden -> out_dim`` whose outputs start with standard deviation ~``std``."""
-    net = nn.Sequential(
-        nn.Linear(param_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim, bias=False)
+
+    def __init__(self, param_dim: int, hidden_dim: int, out_dim: int, std: float) -> None:
+        super().__init__(
+            nn.Linear(param_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim, bias=False)
+        )
+        nn.init.normal_(self[2].weight, std=2 * std / hidden_dim**0.5)
+
+    def delta(self, d: Tensor) -> Tensor:
+        """``H(d) - H(0)``, ``(N, P) -> (N, out_dim)``: exactly 0 where ``d`` is 0.
+
+        The subtraction alone is not exact everywhere (matrix products may round rows
+        differently), so rows with ``d = 0`` are set to 0 explicitly.
+        """
+        out = self(torch.cat([d, torch.zeros_like(d[:1])]))
+        delta = out[:-1] - out[-1:]
+        return torch.where((d == 0).all(dim=1, keepdim=True), 0.0, delta)
+
+
+class _BuildByKind(type):
+    """Metaclass of :class:`SteeringOperator`: calling the base builds the subclass of ``kind``.
+
+    A ``__new__`` on the base could pick the subclass too, but Python would then call the
+    subclass's ``__init__`` with the base's arguments (``kind``, and ``rank`` for an exponential
+    map), so every subclass would have to accept them all. Subclasses are built as usual.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is SteeringOperator:
+            return _from_kind(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+def _from_kind(
+    dim: int,
+    param_dim: int,
+    kind: Kind = "low_rank",
+    identity: Tensor | None = None,
+    rank: int = 16,
+    num_generators: int | None = None,
+    hidden_dim: int = 128,
+) -> SteeringOperator:
+    """``SteeringOperator(...)``: the one place that reads ``kind``.
+
+    Every size is checked, also those the chosen kind does not use (as before the classes).
+    """
+    _check_sizes(
+        dim=dim,
+        param_dim=param_dim,
+        rank=rank,
+        hidden_dim=hidden_dim,
+        num_generators=num_generators,
     )
-    nn.init.normal_(net[2].weight, std=2 * std / hidden_dim**0.5)
-    return net
+    if kind == "low_rank":
+        return LowRankSteering(dim, param_dim, identity, rank=rank, hidden_dim=hidden_dim)
+    if kind == "exponential":
+        return ExponentialSteering(dim, param_dim, identity, num_generators=num_generators)
+    if kind == "full":
+        return FullSteering(dim, param_dim, identity, hidden_dim=hidden_dim)
+    raise ValueError(
+        f"kind must be one of {KINDS} (or build LowRankSteering, ExponentialSteering or "
+        f"FullSteering directly), got {kind!r}"
+    )
 
 
-class SteeringOperator(nn.Module):
+class SteeringOperator(nn.Module, metaclass=_BuildByKind):
     """Learned linear maps ``M(a)`` of embeddings, one per augmentation parameter vector.
+
+    The base of the parameterisations of ``M``; each is exactly the identity at the identity
+    parameters ``a_id`` (written ``d = a - a_id`` below):
+
+    ===========  ===================  ================================  ========  ==============
+    kind         class                M(a)                              apply     parameters
+    ===========  ===================  ================================  ========  ==============
+    low_rank     LowRankSteering      I + U(d) V(d)^T; U, V are (D, r)  O(B D r)  hidden * 2 D r
+    exponential  ExponentialSteering  expm(sum_i c_i(d) A_i), c linear  O(B D^3)  m D^2 + m P
+    full         FullSteering         I + H(d); H is (D, D)             O(B D^2)  hidden * D^2
+    ===========  ===================  ================================  ========  ==============
+
+    "apply" is the cost of steering B embeddings (``exponential``: B matrix exponentials).
+    ``low_rank`` is the default: at D = 2048, r = 16, B = 256 it costs a few MFLOP per sample
+    and 8.4 M parameters. ``exponential`` composes (``M(a) M(b) = M(a_id + d_a + d_b)`` when
+    the generators commute) but its matrix exponential makes it a choice for D of a few
+    hundred; ``full`` needs ``hidden * D^2`` parameters (2 G at D = 2048), also for small D only.
+
+    Calling ``SteeringOperator(dim, param_dim, kind="low_rank", identity=None, rank=16,
+    num_generators=None, hidden_dim=128)`` builds the class of ``kind`` from the arguments that
+    class takes; the others are checked and ignored. Every class is a ``SteeringOperator``.
 
     Args:
         dim: width D of the embeddings (backbone features).
         param_dim: width P of the augmentation parameters (``aug.layout.param_dim``).
-        kind: ``"low_rank"`` (default), ``"exponential"`` or ``"full"``; see the module doc.
         identity: ``(P,)`` parameters of the identity augmentation (``aug.identity_params(1)[0]``),
             where ``M`` is exactly ``I``; zeros by default.
-        rank: r of ``low_rank``.
-        num_generators: m of ``exponential`` (default P).
-        hidden_dim: hidden width of the hypernetworks of ``low_rank`` and ``full``.
 
     Shapes:
         ``forward(features (B, D), params (B, P)) -> (B, D)``;
-        ``maps(params (B, P)) -> (B, D, D)``;
+        ``maps(params (N, P)) -> (N, D, D)``;
         ``steer_many(features (B, D), params (K, P)) -> (B, K, D)``.
+
+    A subclass implements ``_maps`` (the public methods check the inputs, then call it) and,
+    when it can steer without forming the ``(D, D)`` maps, ``_forward`` and ``_steer_many``.
 
     Example:
         >>> import torch
-        >>> op = SteeringOperator(dim=32, param_dim=18, rank=4)
+        >>> op = SteeringOperator(dim=32, param_dim=18, kind="exponential")
+        >>> type(op).__name__, isinstance(op, SteeringOperator)
+        ('ExponentialSteering', True)
         >>> f, a = torch.randn(8, 32), torch.randn(8, 18)
         >>> op(f, a).shape, op.steer_many(f, torch.randn(5, 18)).shape
         (torch.Size([8, 32]), torch.Size([8, 5, 32]))
@@ -76,39 +166,42 @@ class SteeringOperator(nn.Module):
         True
     """
 
-    def __init__(
-        self,
-        dim: int,
-        param_dim: int,
-        kind: Kind = "low_rank",
-        identity: Tensor | None = None,
-        rank: int = 16,
-        num_generators: int | None = None,
-        hidden_dim: int = 128,
-    ) -> None:
+    kind: ClassVar[str]
+
+    def __init__(self, dim: int, param_dim: int, identity: Tensor | None = None) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("param_dim", param_dim), ("rank", rank)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        _check_sizes(dim=dim, param_dim=param_dim)
+        if identity is not None and not isinstance(identity, Tensor):
+            raise TypeError(
+                f"identity must be a tensor ({param_dim},) such as aug.identity_params(1)[0], "
+                f"or None for zeros, got {type(identity).__name__}"
+            )
         identity = torch.zeros(param_dim) if identity is None else identity.detach().float()
         if identity.shape != (param_dim,):
             raise ValueError(
                 f"identity must have shape ({param_dim},), got {tuple(identity.shape)}"
             )
-        self.dim, self.param_dim, self.kind, self.rank = dim, param_dim, kind, rank
+        self.dim, self.param_dim = dim, param_dim
         self.register_buffer("identity", identity.clone())
-        # initial maps move an embedding by about a tenth of its norm
-        if kind == "low_rank":
-            std = (0.1 / (dim * rank) ** 0.5) ** 0.5
-            self.hyper = _hypernetwork(param_dim, hidden_dim, 2 * dim * rank, std)
-        elif kind == "full":
-            self.hyper = _hypernetwork(param_dim, hidden_dim, dim * dim, 0.1 / dim**0.5)
-        else:
-            m = param_dim if num_generators is None else num_generators
-            self.coefficients = nn.Linear(param_dim, m, bias=False)
-            self.generators = nn.Parameter(0.1 * torch.randn(m, dim, dim) / (dim * m) ** 0.5)
+
+    def maps(self, params: Tensor) -> Tensor:
+        """The maps ``M(a)`` themselves, ``(N, P) -> (N, D, D)``."""
+        self._check(None, params, None)
+        return self._maps(params)
+
+    def forward(self, features: Tensor, params: Tensor) -> Tensor:
+        """Steer each embedding with its own parameters: ``(B, D), (B, P) -> (B, D)``."""
+        self._check(features, params, features.shape[0] if features.ndim == 2 else None)
+        return self._forward(features, params)
+
+    def steer_many(self, features: Tensor, params: Tensor) -> Tensor:
+        """Apply K parameter sets to every embedding: ``(B, D), (K, P) -> (B, K, D)``.
+
+        One batched product: the K maps are built once and shared by the B embeddings, and the
+        ``(B, K, D)`` result is the only buffer of that size.
+        """
+        self._check(features, params, None)
+        return self._steer_many(features, params)
 
     def _check(self, features: Tensor | None, params: Tensor, rows: int | None) -> None:
         check_matrix(params, "params", rows=rows, cols=self.param_dim, what="P")
@@ -117,65 +210,190 @@ class SteeringOperator(nn.Module):
             check_matrix(features, "features", cols=self.dim, what="D")
             check_same_device(features=features, params=params)
 
-    def _hyper(self, params: Tensor) -> Tensor:
-        """``H(d) - H(0)`` with ``d = a - a_id``: exactly 0 where ``d`` is 0.
+    def _displacement(self, params: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """``d = a - a_id``, ``(N, P) -> (N, P)``, in ``dtype`` (default: the identity's)."""
+        dtype = self.identity.dtype if dtype is None else dtype
+        return params.to(dtype) - self.identity.to(dtype)
 
-        The subtraction alone is not exact everywhere (matrix products may round rows
-        differently), so rows with ``d = 0`` are set to 0 explicitly.
-        """
-        d = params.to(self.identity.dtype) - self.identity
-        out = self.hyper(torch.cat([d, torch.zeros_like(d[:1])]))
-        delta = out[:-1] - out[-1:]
-        return torch.where((d == 0).all(dim=1, keepdim=True), 0.0, delta)
+    def _maps(self, params: Tensor) -> Tensor:
+        """``(N, P) -> (N, D, D)`` on checked inputs: what a subclass defines."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _maps")
 
-    def _low_rank(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        uv = self._hyper(params).unflatten(1, (2, self.dim, self.rank))
-        return uv[:, 0], uv[:, 1]
-
-    def maps(self, params: Tensor) -> Tensor:
-        """The maps ``M(a)`` themselves, ``(B, P) -> (B, D, D)``."""
-        self._check(None, params, None)
-        eye = torch.eye(self.dim, device=params.device, dtype=self.identity.dtype)
-        if self.kind == "low_rank":
-            u, v = self._low_rank(params)
-            return eye + u @ v.transpose(1, 2)
-        if self.kind == "full":
-            return eye + self._hyper(params).unflatten(1, (self.dim, self.dim))
-        # the exponent and its exponential in float32 also under autocast: matrix_exp in bf16
-        # overflows (values around 1e30)
-        with torch.autocast(params.device.type, enabled=False):
-            d = params.to(self.identity.dtype) - self.identity
-            c = F.linear(d, self.coefficients.weight.to(d.dtype))
-            exponent = torch.einsum("bm,mij->bij", c, self.generators.to(d.dtype))
-            return torch.linalg.matrix_exp(exponent)
-
-    def forward(self, features: Tensor, params: Tensor) -> Tensor:
-        """Steer each embedding with its own parameters: ``(B, D), (B, P) -> (B, D)``."""
-        self._check(features, params, features.shape[0] if features.ndim == 2 else None)
-        if self.kind == "low_rank":
-            u, v = self._low_rank(params)
-            f = features.to(u.dtype)
-            return (f + torch.einsum("bdr,br->bd", u, torch.einsum("bdr,bd->br", v, f))).to(
-                features.dtype
-            )
-        m = self.maps(params)
+    def _forward(self, features: Tensor, params: Tensor) -> Tensor:
+        """``(B, D), (B, P) -> (B, D)`` on checked inputs, through the maps."""
+        m = self._maps(params)
         return torch.einsum("bij,bj->bi", m, features.to(m.dtype)).to(features.dtype)
 
-    def steer_many(self, features: Tensor, params: Tensor) -> Tensor:
-        """Apply K parameter sets to every embedding: ``(B, D), (K, P) -> (B, K, D)``.
+    def _steer_many(self, features: Tensor, params: Tensor) -> Tensor:
+        """``(B, D), (K, P) -> (B, K, D)`` on checked inputs, through the maps."""
+        m = self._maps(params)
+        return torch.einsum("kij,bj->bki", m, features.to(m.dtype)).to(features.dtype)
 
-        One batched product: the K maps are built once and shared by the B embeddings.
-        """
-        self._check(features, params, None)
-        if self.kind == "low_rank":
-            u, v = self._low_rank(params)
-            f = features.to(u.dtype)
-            coords = torch.einsum("kdr,bd->bkr", v, f)
-            out = f[:, None] + torch.einsum("kdr,bkr->bkd", u, coords)
-        else:
-            m = self.maps(params)
-            out = torch.einsum("kij,bj->bki", m, features.to(m.dtype))
+
+class LowRankSteering(SteeringOperator):
+    """``M(a) = I + U(d) V(d)^T``: a hypernetwork gives the ``(D, r)`` factors ``U``, ``V``.
+
+    ``U`` and ``V`` are ``H(d) - H(0)`` of one MLP ``H``, exactly 0 at ``d = 0``. Steering
+    never forms the ``(D, D)`` maps: ``O(B D r)`` for B embeddings (see
+    :class:`SteeringOperator` for the other kinds). ``kind = "low_rank"``.
+
+    Args:
+        dim: width D of the embeddings (backbone features).
+        param_dim: width P of the augmentation parameters (``aug.layout.param_dim``).
+        identity: ``(P,)`` parameters of the identity augmentation, where ``M`` is exactly
+            ``I``; zeros by default.
+        rank: rank r of ``U V^T``.
+        hidden_dim: hidden width of the hypernetwork.
+
+    Shapes:
+        as :class:`SteeringOperator`.
+
+    Example:
+        >>> import torch
+        >>> op = LowRankSteering(dim=32, param_dim=18, rank=4)
+        >>> f, a = torch.randn(8, 32), torch.randn(8, 18)
+        >>> op(f, a).shape, op.maps(a).shape
+        (torch.Size([8, 32]), torch.Size([8, 32, 32]))
+        >>> int(torch.linalg.matrix_rank(op.maps(a)[0] - torch.eye(32)))
+        4
+    """
+
+    kind = "low_rank"
+
+    def __init__(
+        self,
+        dim: int,
+        param_dim: int,
+        identity: Tensor | None = None,
+        rank: int = 16,
+        hidden_dim: int = 128,
+    ) -> None:
+        super().__init__(dim, param_dim, identity)
+        _check_sizes(rank=rank, hidden_dim=hidden_dim)
+        self.rank = rank
+        # initial maps move an embedding by about a tenth of its norm
+        std = (0.1 / (dim * rank) ** 0.5) ** 0.5
+        self.hyper = _Hypernetwork(param_dim, hidden_dim, 2 * dim * rank, std)
+
+    def _low_rank(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """The factors ``U, V``, ``(N, P) -> (N, D, r), (N, D, r)``."""
+        uv = self.hyper.delta(self._displacement(params)).unflatten(1, (2, self.dim, self.rank))
+        return uv[:, 0], uv[:, 1]
+
+    def _maps(self, params: Tensor) -> Tensor:
+        eye = torch.eye(self.dim, device=params.device, dtype=self.identity.dtype)
+        u, v = self._low_rank(params)
+        return eye + u @ v.transpose(1, 2)
+
+    def _forward(self, features: Tensor, params: Tensor) -> Tensor:
+        u, v = self._low_rank(params)
+        f = features.to(u.dtype)
+        return (f + torch.einsum("bdr,br->bd", u, torch.einsum("bdr,bd->br", v, f))).to(
+            features.dtype
+        )
+
+    def _steer_many(self, features: Tensor, params: Tensor) -> Tensor:
+        # the features are added in place: the (B, K, D) product is the only buffer that size
+        u, v = self._low_rank(params)
+        f = features.to(u.dtype)
+        coords = torch.einsum("kdr,bd->bkr", v, f)
+        out = torch.einsum("kdr,bkr->bkd", u, coords).add_(f[:, None])
         return out.to(features.dtype)
+
+
+class ExponentialSteering(SteeringOperator):
+    """``M(a) = expm(sum_i c_i(d) A_i)``: learned generators ``A_i``, coefficients linear in ``d``.
+
+    ``M(a_id) = expm(0) = I`` exactly, and ``M(a) M(b) = M(a_id + d_a + d_b)`` when the
+    generators commute. Each map is a ``(D, D)`` matrix exponential, ``O(D^3)`` (see
+    :class:`SteeringOperator`). The exponent and its exponential are computed in at least
+    float32, also in a bfloat16 / float16 module and under autocast, then cast back to the
+    module's dtype. ``kind = "exponential"``.
+
+    Args:
+        dim: width D of the embeddings (backbone features).
+        param_dim: width P of the augmentation parameters (``aug.layout.param_dim``).
+        identity: ``(P,)`` parameters of the identity augmentation, where ``M`` is exactly
+            ``I``; zeros by default.
+        num_generators: number m of generators ``A_i``; P by default.
+
+    Shapes:
+        as :class:`SteeringOperator`.
+
+    Example:
+        >>> import torch
+        >>> op = ExponentialSteering(dim=8, param_dim=3, num_generators=5)
+        >>> a = torch.randn(4, 3)
+        >>> op.maps(a).shape, tuple(op.generators.shape)
+        (torch.Size([4, 8, 8]), (5, 8, 8))
+        >>> torch.equal(op.maps(torch.zeros(2, 3)), torch.eye(8).expand(2, 8, 8))
+        True
+    """
+
+    kind = "exponential"
+
+    def __init__(
+        self,
+        dim: int,
+        param_dim: int,
+        identity: Tensor | None = None,
+        num_generators: int | None = None,
+    ) -> None:
+        super().__init__(dim, param_dim, identity)
+        _check_sizes(num_generators=num_generators)
+        m = param_dim if num_generators is None else num_generators
+        self.coefficients = nn.Linear(param_dim, m, bias=False)
+        # initial maps move an embedding by about a tenth of its norm
+        self.generators = nn.Parameter(0.1 * torch.randn(m, dim, dim) / (dim * m) ** 0.5)
+
+    def _maps(self, params: Tensor) -> Tensor:
+        # the exponent and its exponential in at least float32, also in a bf16 / fp16 module and
+        # under autocast: matrix_exp in bf16 overflows (values around 1e30 at the identity)
+        dtype = torch.promote_types(self.identity.dtype, torch.float32)
+        with torch.autocast(params.device.type, enabled=False):
+            c = F.linear(self._displacement(params, dtype), self.coefficients.weight.to(dtype))
+            exponent = torch.einsum("bm,mij->bij", c, self.generators.to(dtype))
+            return torch.linalg.matrix_exp(exponent).to(self.identity.dtype)
+
+
+class FullSteering(SteeringOperator):
+    """``M(a) = I + H(d)``: a hypernetwork gives the whole ``(D, D)`` map.
+
+    ``H(d)`` is ``H(d) - H(0)`` of one MLP, exactly 0 at ``d = 0``. Its last layer has
+    ``hidden * D^2`` weights, so it is for small D (see :class:`SteeringOperator`).
+    ``kind = "full"``.
+
+    Args:
+        dim: width D of the embeddings (backbone features).
+        param_dim: width P of the augmentation parameters (``aug.layout.param_dim``).
+        identity: ``(P,)`` parameters of the identity augmentation, where ``M`` is exactly
+            ``I``; zeros by default.
+        hidden_dim: hidden width of the hypernetwork.
+
+    Shapes:
+        as :class:`SteeringOperator`.
+
+    Example:
+        >>> import torch
+        >>> op = FullSteering(dim=8, param_dim=3, hidden_dim=16)
+        >>> f, a = torch.randn(4, 8), torch.randn(4, 3)
+        >>> op(f, a).shape, tuple(op.hyper[2].weight.shape)
+        (torch.Size([4, 8]), (64, 16))
+    """
+
+    kind = "full"
+
+    def __init__(
+        self, dim: int, param_dim: int, identity: Tensor | None = None, hidden_dim: int = 128
+    ) -> None:
+        super().__init__(dim, param_dim, identity)
+        _check_sizes(hidden_dim=hidden_dim)
+        # initial maps move an embedding by about a tenth of its norm
+        self.hyper = _Hypernetwork(param_dim, hidden_dim, dim * dim, 0.1 / dim**0.5)
+
+    def _maps(self, params: Tensor) -> Tensor:
+        eye = torch.eye(self.dim, device=params.device, dtype=self.identity.dtype)
+        return eye + self.hyper.delta(self._displacement(params)).unflatten(1, (self.dim, self.dim))
 
 
 class SteeringLoss(nn.Module):

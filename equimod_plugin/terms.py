@@ -1,26 +1,56 @@
 """Loss terms computed from backbone features and the views' augmentation parameters.
 
-A term is what :class:`~equimod_plugin.wrap.EquivarianceBranch` adds to the user's loss. It
-receives the backbone features of the originals and of the views, and the views'
-parameters, all from one batched backbone pass, and returns a scalar loss. It also reports
-metrics of its last call for logging.
+A term is what :class:`~equimod_plugin.branch.EquivarianceBranch` adds to the user's loss.
+It receives the backbone features of the originals and of the views, and the views'
+parameters, and returns a scalar loss; it also reports metrics of its last call for
+logging. :class:`Term` is that contract; :class:`EquiModTerm` and :class:`SteeringTerm`
+implement it, and :func:`build_term` is the one place where a term named in a config
+(``"equimod"``, ``"steering"``) is built for a backbone's feature width.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equimod_plugin._checks import check_like, check_matrix, check_views
+from equimod_plugin.augment import ParamAugment
 from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput
 from equimod_plugin.losses import EquiModLoss
 from equimod_plugin.metrics import equivariance_metrics
 from equimod_plugin.steering import Kind, SteeringLoss, SteeringOperator
 
-__all__ = ["EquiModTerm", "SteeringTerm"]
+__all__ = ["TERM_BUILDERS", "EquiModTerm", "SteeringTerm", "Term", "TermSpec", "build_term"]
+
+
+@runtime_checkable
+class Term(Protocol):
+    """What a branch needs of a term (an ``nn.Module`` in practice).
+
+    Attributes:
+        feature_dim: width D of the backbone features it takes.
+        param_dim: width P of the augmentation parameters it takes.
+    """
+
+    feature_dim: int
+    param_dim: int
+
+    def __call__(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
+        """Scalar loss from ``(B, D)``, ``(V, B, D)`` features and ``(V, B, P)`` parameters."""
+        ...
+
+    def metrics(self) -> dict[str, float]:
+        """Metrics of the last call, for logging."""
+        ...
+
+
+TermSpec = Term | str | Callable[..., Term]
+"""A term, its name (``"equimod"``, ``"steering"``), or a builder
+``(feature_dim, augment, **kwargs) -> Term``."""
 
 
 class EquiModTerm(nn.Module):
@@ -70,6 +100,11 @@ class EquiModTerm(nn.Module):
         )
         self.loss = EquiModLoss() if loss is None else loss
         self._last: tuple[EquivarianceOutput, Tensor] | None = None
+
+    @classmethod
+    def build(cls, feature_dim: int, augment: ParamAugment, **kwargs: Any) -> EquiModTerm:
+        """The term for ``feature_dim`` features and ``augment``'s parameters."""
+        return cls(feature_dim, augment.layout.param_dim, **kwargs)
 
     @property
     def feature_dim(self) -> int:
@@ -158,6 +193,12 @@ class SteeringTerm(nn.Module):
         self.loss = SteeringLoss() if loss is None else loss
         self._last: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
+    @classmethod
+    def build(cls, feature_dim: int, augment: ParamAugment, **kwargs: Any) -> SteeringTerm:
+        """The term for ``feature_dim`` features; the operator's identity is ``augment``'s."""
+        identity = augment.identity_params(1)[0]
+        return cls(feature_dim, augment.layout.param_dim, identity, **kwargs)
+
     @property
     def feature_dim(self) -> int:
         """Width D of the backbone features."""
@@ -216,3 +257,53 @@ class SteeringTerm(nn.Module):
                 "cos_steered": float(F.cosine_similarity(steered, target).mean()),
                 "cos_original": float(F.cosine_similarity(original, target).mean()),
             }
+
+
+TERM_BUILDERS: dict[str, Callable[..., Term]] = {
+    "equimod": EquiModTerm.build,
+    "steering": SteeringTerm.build,
+}
+"""The terms a config can name, and their builders ``(feature_dim, augment, **kwargs)``."""
+
+
+def build_term(spec: TermSpec, feature_dim: int, augment: ParamAugment, **kwargs: Any) -> Term:
+    """The term ``spec`` names, for ``feature_dim`` features and ``augment``'s parameters.
+
+    Args:
+        spec: a :class:`Term` (returned as is; it must not get ``kwargs``), a name
+            (``"equimod"`` or ``"steering"``), or a builder
+            ``(feature_dim, augment, **kwargs) -> Term`` such as ``EquiModTerm.build``.
+        feature_dim: width D of the backbone's flattened features.
+        augment: the views' augmentation (its layout's width, identity parameters).
+        kwargs: the builder's keyword arguments (head widths, ``loss``, operator ``kind``...);
+            ``None`` values are left out.
+
+    Example:
+        >>> from equimod_plugin import augment
+        >>> term = build_term("steering", 32, augment.byol(16), rank=2)
+        >>> type(term).__name__, term.feature_dim, term.param_dim
+        ('SteeringTerm', 32, 18)
+    """
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if isinstance(spec, nn.Module):
+        if kwargs:
+            raise ValueError(
+                f"term is a built {type(spec).__name__}, so it takes no more arguments; got "
+                f"{sorted(kwargs)}: pass them to its constructor instead"
+            )
+        if spec.feature_dim != feature_dim:
+            raise ValueError(
+                f"term takes features of width {spec.feature_dim} but the backbone returns "
+                f"{feature_dim}"
+            )
+        return spec  # type: ignore[return-value]
+    if isinstance(spec, str):
+        if spec not in TERM_BUILDERS:
+            raise ValueError(f"term must be one of {sorted(TERM_BUILDERS)}, got {spec!r}")
+        spec = TERM_BUILDERS[spec]
+    if not callable(spec):
+        raise TypeError(
+            f"term must be a Term module, one of {sorted(TERM_BUILDERS)} or a builder "
+            f"(feature_dim, augment, **kwargs) -> Term, got {spec!r}"
+        )
+    return spec(feature_dim, augment, **kwargs)

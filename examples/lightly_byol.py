@@ -3,10 +3,11 @@
 This is lightly's example ``examples/pytorch/byol.py`` with EquiMod added. The three lines
 marked ``# equimod`` are the whole change to lightly's training code:
 
-1. ``wrap(model, ...)`` replaces ``BYOLTransform``: the dataset now yields the original
-   images and the model makes both views on the device, recording their parameters;
-2. ``model.views(batch[0])`` makes the views instead of unpacking them from the batch;
-3. ``model.equivariance_loss()`` is added to BYOL's loss.
+1. ``attach(model, ...)`` replaces ``BYOLTransform``: it registers the equivariance branch as
+   ``model.equivariance`` and returns the dataset transform, which now yields the original
+   images; the branch makes both views on the device, recording their parameters;
+2. ``model.equivariance.views(batch[0])`` makes the views instead of unpacking them;
+3. ``model.equivariance.loss()`` is added to BYOL's loss.
 
 Everything else around them is scaffolding of this script: ``main()`` (safe for data-loading
 workers that are spawned), the command line, the smoke data, a progress bar, the equivariance
@@ -42,7 +43,7 @@ from tqdm import tqdm
 
 from _common import format_metrics, load_dataset, parse_args
 from equimod_plugin.augment import byol_views
-from equimod_plugin.integrations.lightly import wrap
+from equimod_plugin.integrations.lightly import attach
 
 
 class BYOL(nn.Module):
@@ -83,7 +84,7 @@ def main() -> None:
     model.to(device)
 
     # BYOL's two asymmetric views, made on the device (EquiMod's CIFAR-10 recipe: blur kernel 3).
-    model, transform = wrap(model, byol_views(32, variant="cifar"))  # equimod
+    transform = attach(model, byol_views(32, variant="cifar"))  # equimod
     dataset = load_dataset(args, transform)
     # or create a dataset from a folder containing images or videos:
     # dataset = LightlyDataset("path/to/folder", transform=transform)
@@ -106,7 +107,7 @@ def main() -> None:
         total_loss = 0
         momentum_val = cosine_schedule(epoch, epochs, 0.996, 1)
         for batch in tqdm(dataloader, desc=f"epoch {epoch:>02}", leave=False):
-            x0, x1 = model.views(batch[0])  # equimod
+            x0, x1 = model.equivariance.views(batch[0])  # equimod
             update_momentum(model.backbone, model.backbone_momentum, m=momentum_val)
             update_momentum(model.projection_head, model.projection_head_momentum, m=momentum_val)
             x0 = x0.to(device)
@@ -116,13 +117,13 @@ def main() -> None:
             p1 = model(x1)
             z1 = model.forward_momentum(x1)
             loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
-            loss = loss + model.equivariance_loss()  # equimod
+            loss = loss + model.equivariance.loss()  # equimod
             total_loss += loss.detach()
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
         avg_loss = total_loss / len(dataloader)
-        metrics = format_metrics(model.equivariance_metrics(), prefix="equimod/")
+        metrics = format_metrics(model.equivariance.metrics(), prefix="equimod/")
         print(f"epoch: {epoch:>02}, loss: {avg_loss:.5f}, {metrics}")
 
     if not math.isfinite(avg_loss):

@@ -3,10 +3,11 @@
 This is lightly's example ``examples/pytorch/simclr.py`` with EquiMod added. The three lines
 marked ``# equimod`` are the whole change to lightly's training code:
 
-1. ``wrap(model, ...)`` replaces ``SimCLRTransform``: the dataset now yields the original
-   images and the model makes both views on the device, recording their parameters;
-2. ``model.views(batch[0])`` makes the views instead of unpacking them from the batch;
-3. ``model.equivariance_loss()`` is added to SimCLR's loss.
+1. ``attach(model, ...)`` replaces ``SimCLRTransform``: it registers the equivariance branch as
+   ``model.equivariance`` and returns the dataset transform, which now yields the original
+   images; the branch makes both views on the device, recording their parameters;
+2. ``model.equivariance.views(batch[0])`` makes the views instead of unpacking them;
+3. ``model.equivariance.loss()`` is added to SimCLR's loss.
 
 Everything else around them is scaffolding of this script: ``main()`` (safe for data-loading
 workers that are spawned), the command line, the smoke data, a progress bar, the equivariance
@@ -39,7 +40,7 @@ from tqdm import tqdm
 
 from _common import format_metrics, load_dataset, parse_args
 from equimod_plugin.augment import simclr
-from equimod_plugin.integrations.lightly import wrap
+from equimod_plugin.integrations.lightly import attach
 
 
 class SimCLR(nn.Module):
@@ -65,7 +66,7 @@ def main() -> None:
     model.to(device)
 
     # SimCLR's augmentation for both views, made on the device (EquiMod's CIFAR-10 recipe).
-    model, transform = wrap(model, simclr(32, variant="cifar"))  # equimod
+    transform = attach(model, simclr(32, variant="cifar"))  # equimod
     dataset = load_dataset(args, transform)
     # or create a dataset from a folder containing images or videos:
     # dataset = LightlyDataset("path/to/folder", transform=transform)
@@ -85,19 +86,19 @@ def main() -> None:
     for epoch in range(args.epochs):
         total_loss = 0
         for batch in tqdm(dataloader, desc=f"epoch {epoch:>02}", leave=False):
-            x0, x1 = model.views(batch[0])  # equimod
+            x0, x1 = model.equivariance.views(batch[0])  # equimod
             x0 = x0.to(device)
             x1 = x1.to(device)
             z0 = model(x0)
             z1 = model(x1)
             loss = criterion(z0, z1)
-            loss = loss + model.equivariance_loss()  # equimod
+            loss = loss + model.equivariance.loss()  # equimod
             total_loss += loss.detach()
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
         avg_loss = total_loss / len(dataloader)
-        metrics = format_metrics(model.equivariance_metrics(), prefix="equimod/")
+        metrics = format_metrics(model.equivariance.metrics(), prefix="equimod/")
         print(f"epoch: {epoch:>02}, loss: {avg_loss:.5f}, {metrics}")
 
     if not math.isfinite(avg_loss):

@@ -27,10 +27,10 @@ from torch import nn
 from tqdm import tqdm
 
 from equimod_plugin import augment
+from equimod_plugin.augment import Normalize
 from equimod_plugin.datasets import fashion_mnist_source, load_fashion_mnist
 from equimod_plugin.evaluation import extract_features, linear_probe
-from equimod_plugin.integrations.lightly import wrap
-from equimod_plugin.wrap import IMAGENET_NORMALIZE
+from equimod_plugin.integrations.lightly import attach
 
 
 def convnet(width: int = 32) -> nn.Module:
@@ -74,10 +74,8 @@ def to_rgb32(images: torch.Tensor) -> torch.Tensor:
     return F.interpolate(images, size=32, mode="bilinear").clamp(0, 1).expand(-1, 3, -1, -1)
 
 
-def probe(backbone: nn.Module, train, test) -> float:
-    mean = torch.tensor(IMAGENET_NORMALIZE[0]).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_NORMALIZE[1]).view(1, 3, 1, 1)
-    features = [extract_features(backbone, to_rgb32(x), transform=lambda b: (b - mean) / std) for x, _ in (train, test)]
+def probe(backbone: nn.Module, normalize: Normalize, train, test) -> float:
+    features = [extract_features(backbone, to_rgb32(x), transform=normalize) for x, _ in (train, test)]
     return linear_probe(features[0], train[1], features[1], test[1])
 
 
@@ -104,7 +102,7 @@ def main() -> None:
     model = BYOL(convnet(), dim=32)
     model.to(device)
     random_init = copy.deepcopy(model.backbone)
-    model, _ = wrap(model, augment.byol_views(32, variant="cifar"), hidden_dim=512)  # equimod
+    attach(model, augment.byol_views(32, variant="cifar"), hidden_dim=512)  # equimod
     dataloader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(train[0]),
         batch_size=args.batch_size,
@@ -119,7 +117,7 @@ def main() -> None:
         total_loss = 0.0
         momentum_val = cosine_schedule(epoch, args.epochs, 0.996, 1)
         for (images,) in tqdm(dataloader, desc=f"epoch {epoch}", leave=False):
-            x0, x1 = model.views(to_rgb32(images))  # equimod
+            x0, x1 = model.equivariance.views(to_rgb32(images))  # equimod
             update_momentum(model.backbone, model.backbone_momentum, m=momentum_val)
             update_momentum(model.projection_head, model.projection_head_momentum, m=momentum_val)
             p0 = model(x0)
@@ -127,13 +125,13 @@ def main() -> None:
             p1 = model(x1)
             z1 = model.forward_momentum(x1)
             loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
-            loss = loss + model.equivariance_loss()  # equimod
+            loss = loss + model.equivariance.loss()  # equimod
             total_loss += loss.detach()
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
         avg_loss = float(total_loss) / len(dataloader)
-        metrics = model.equivariance_metrics()
+        metrics = model.equivariance.metrics()
         print(f"epoch: {epoch:>02}, loss: {avg_loss:.5f}, equivariance loss: {metrics['loss']:.4f}")
         if not torch.isfinite(torch.tensor(avg_loss)):
             raise SystemExit("the loss is not finite")
@@ -142,12 +140,12 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         torch.manual_seed(1)
-        model.views(to_rgb32(test[0][:512]))
-        model.equivariance_loss()
-    held_out = model.equivariance_metrics()
+        model.equivariance.views(to_rgb32(test[0][:512]))
+        model.equivariance.loss()
+    held_out = model.equivariance.metrics()
     print(f"\ntrained {args.epochs} epochs in {minutes:.1f} min on {device}")
-    print(f"linear probe, frozen backbone: {probe(model.backbone, train, test):.1%}")
-    print(f"linear probe, random init:     {probe(random_init, train, test):.1%}")
+    print(f"linear probe, frozen backbone: {probe(model.backbone, model.equivariance.normalize, train, test):.1%}")
+    print(f"linear probe, random init:     {probe(random_init, model.equivariance.normalize, train, test):.1%}")
     print(
         "equivariance on 512 held-out images: "
         f"absolute {held_out['absolute']:.3f}, relative {held_out['relative']:.2f} "

@@ -13,6 +13,10 @@ tests, written once; ``tests/test_standard.py`` applies them to every case:
   ``torch.save`` / ``torch.load(weights_only=True)`` into a fresh module;
 - compile: ``torch.compile`` (``fullgraph=True`` where possible, ``aot_eager`` backend) gives
   the eager results.
+
+Bitwise assertions compare the same computation twice (a replay on the same inputs), which is
+exact on any CPU; they are marked ``exactness``. Different computations (float64 against
+float32, compiled against eager) are compared within a stated tolerance.
 """
 
 from __future__ import annotations
@@ -77,7 +81,9 @@ def run(module: nn.Module, args: Inputs) -> list[Tensor]:
 class StandardTests:
     """The tests; a subclass is parametrised with the fixture ``case`` (a :class:`Case`)."""
 
+    @pytest.mark.exactness
     def test_smoke(self, case: Case) -> None:
+        """Finite outputs; a second call on the same inputs is bit-identical (a replay)."""
         module = case.make().eval()
         args = case.inputs(3, torch.float32)
         first, second = run(module, args), run(module, args)
@@ -136,7 +142,9 @@ class StandardTests:
         for a, b in zip(out, expected, strict=True):
             torch.testing.assert_close(a.float(), b, atol=1e-4, rtol=1e-4)
 
+    @pytest.mark.exactness
     def test_state_dict_round_trip(self, case: Case) -> None:
+        """Loaded state is bit-identical; the fresh module replays the outputs bit for bit."""
         module = case.make().train(3 >= case.train_min_batch)
         run(module, case.inputs(3, torch.float32))  # updates BatchNorm statistics
         with torch.no_grad():

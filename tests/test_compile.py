@@ -8,6 +8,7 @@ an EquiMod term (head and loss, forward and backward) and for an augmentation pi
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -18,7 +19,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
-def fresh_dynamo():
+def fresh_dynamo(monkeypatch: pytest.MonkeyPatch):
+    """Reset dynamo; one inductor cache directory per ATEN_CPU_CAPABILITY.
+
+    Inductor's on-disk graph cache does not key on the capability: the kernels generated under
+    AVX2 are served again under ``ATEN_CPU_CAPABILITY=default`` (as CI re-runs the exactness
+    tests) and fail to compile there ("'at::vec' has not been declared").
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    base = os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.path.join(base, f"capability-{capability}"))
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
@@ -44,6 +56,7 @@ def test_term_forward_and_backward_compile_fullgraph_with_inductor() -> None:
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.exactness
 def test_augmentation_compiles_fullgraph_with_inductor_and_replays_the_eager_views() -> None:
     """Crop, flip, grayscale and solarise compile whole; blur and colour jitter do not.
 

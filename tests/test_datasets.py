@@ -135,6 +135,7 @@ def test_sample_script_reproduces_the_shipped_files(tmp_path):
         assert (tmp_path / name).read_bytes() == (SHIPPED / name).read_bytes()
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("layout", [(), ("FashionMNIST", "raw")])
 def test_load_from_root(tmp_path, compress, layout):
@@ -209,6 +210,7 @@ def test_tint_hue_step_and_black_background():
     assert hues == pytest.approx([k * 15 / 360 for k in range(8)], abs=1e-5)
 
 
+@pytest.mark.exactness
 def test_tint_accepts_grey_rgb_and_rejects_bad_input():
     grey = torch.rand(3, 1, 4, 4)
     labels = torch.tensor([0, 1, 2])

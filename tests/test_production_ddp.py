@@ -1,7 +1,8 @@
 """DDP: the equivariance losses and terms on 2 gloo processes equal one process on the whole batch.
 
 ``tests/test_losses.py`` checks :class:`EquiModLoss` with ``gather_distributed=True`` on its own;
-here the terms are wrapped in ``DistributedDataParallel`` and trained for a few SGD steps, and the
+here the terms are wrapped in ``DistributedDataParallel`` and trained for a few SGD steps (with
+equal per-rank batches, and with batches of 5 and 3 for the losses that gather), and the
 Lightning ``strategy="ddp"`` runs of the lightly example and of the solo-learn mixin are smoke
 tested (``tests/_lightning_ddp.py``).
 """
@@ -23,7 +24,9 @@ from torch import nn
 
 from equimod_plugin import EquiModCosineLoss, EquiModLoss, EquiModTerm, SteeringLoss, SteeringTerm
 
-WORLD, LOCAL, DIM, P, STEPS = 2, 3, 6, 5, 3
+WORLD, DIM, P, STEPS = 2, 6, 5, 3
+# Per-rank batch sizes: equal, and unequal as the last batch of an epoch without drop_last.
+SPLITS = {"equal": (3, 3), "unequal": (5, 3)}
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
@@ -55,12 +58,21 @@ def make_term(name: str) -> nn.Module:
 
 
 TERMS = ["equimod", "equimod_sibling", "equimod_cosine", "steering_cosine", "steering_mse"]
+# The losses that gather also match one process when the ranks' batch sizes differ (the
+# cosine losses are per-rank means: DDP's average of them weights the ranks equally).
+RUNS = [(name, "equal") for name in TERMS] + [
+    (name, "unequal") for name in ("equimod", "equimod_sibling", "steering_mse")
+]
 
 
-def batches(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rank_rows(split: str, rank: int) -> slice:
+    sizes = SPLITS[split]
+    return slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
+
+
+def batches(step: int, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The whole batch of a step: features_o (B, D), features_views (2, B, D), params (2, B, P)."""
     g = torch.Generator().manual_seed(100 + step)
-    b = WORLD * LOCAL
     return (
         torch.randn(b, DIM, generator=g),
         torch.randn(2, b, DIM, generator=g),
@@ -68,12 +80,12 @@ def batches(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     )
 
 
-def train(term: nn.Module, rows: slice) -> dict[str, Any]:
+def train(term: nn.Module, split: str, rows: slice) -> dict[str, Any]:
     """STEPS SGD steps on ``rows`` of each batch: losses, first-step gradients, final weights."""
     optimizer = torch.optim.SGD(term.parameters(), lr=0.5)
     losses, grads = [], None
     for step in range(STEPS):
-        f_o, f_views, params = batches(step)
+        f_o, f_views, params = batches(step, sum(SPLITS[split]))
         loss = term(f_o[rows], f_views[:, rows], params[:, rows])
         optimizer.zero_grad()
         loss.backward()
@@ -90,13 +102,12 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
         results = {}
-        for name in TERMS:
+        for name, split in RUNS:
             ddp = nn.parallel.DistributedDataParallel(make_term(name))
-            result = train(ddp, rows)
+            result = train(ddp, split, rank_rows(split, rank))
             result["grads"] = {n.removeprefix("module."): g for n, g in result["grads"].items()}
-            results[name] = result
+            results[name, split] = result
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -109,21 +120,25 @@ def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
 
 
-def check_matches_one_process(name: str, ddp_results: list[dict[str, Any]]) -> None:
-    single = train(make_term(name), slice(None))
-    ranks = [results[name] for results in ddp_results]
+def check_matches_one_process(
+    name: str, ddp_results: list[dict[str, Any]], split: str = "equal"
+) -> None:
+    single = train(make_term(name), split, slice(None))
+    ranks = [results[name, split] for results in ddp_results]
     # loss: the mean over ranks of each rank's loss is the loss of the whole batch
     torch.testing.assert_close(sum(r["losses"] for r in ranks) / WORLD, single["losses"])
     for n, grad in single["grads"].items():
         for r in ranks:  # DDP's averaged gradients are the whole batch's
             torch.testing.assert_close(r["grads"][n], grad, msg=f"gradient of {n}")
     for n, weight in single["weights"].items():
+        # DDP applies one all-reduced gradient on every rank: the same arithmetic, bit for bit
         assert torch.equal(ranks[0]["weights"][n], ranks[1]["weights"][n]), n
         torch.testing.assert_close(ranks[0]["weights"][n], weight, msg=f"weight {n}")
     assert not torch.equal(single["weights"][n], make_term(name).state_dict()[n])  # it trained
 
 
 @pytest.mark.slow
+@pytest.mark.exactness
 @pytest.mark.parametrize("name", TERMS[:4])
 def test_ddp_term_training_equals_one_process_on_the_whole_batch(
     name: str, ddp_results: list[dict[str, Any]]
@@ -132,10 +147,21 @@ def test_ddp_term_training_equals_one_process_on_the_whole_batch(
 
 
 @pytest.mark.slow
+@pytest.mark.exactness
 def test_ddp_steering_mse_equals_one_process_on_the_whole_batch(
     ddp_results: list[dict[str, Any]],
 ) -> None:
     check_matches_one_process("steering_mse", ddp_results)
+
+
+@pytest.mark.slow
+@pytest.mark.exactness
+@pytest.mark.parametrize("name", ["equimod", "equimod_sibling", "steering_mse"])
+def test_ddp_with_unequal_rank_batches_equals_one_process_on_the_whole_batch(
+    name: str, ddp_results: list[dict[str, Any]]
+) -> None:
+    """B11: ranks with 5 and 3 samples (gloo aborted in EquiModLoss's gather before)."""
+    check_matches_one_process(name, ddp_results, "unequal")
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +187,7 @@ def is_statistic(key: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.exactness
 @pytest.mark.parametrize("kind", ["lightly", "solo"])
 def test_lightning_ddp_strategy_trains_in_sync(kind: str, lightning_runs: Path) -> None:
     ranks = [torch.load(lightning_runs / f"{kind}_rank{rank}.pt") for rank in range(2)]

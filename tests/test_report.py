@@ -91,6 +91,7 @@ def mid_images(n: int = 6, size: int = 8, seed: int = 0) -> Tensor:
 # identity and coverage
 
 
+@pytest.mark.exactness
 def test_identity_values_give_exactly_zero_move_and_others_move():
     aug = augment.byol(8, view=2, variant="cifar")
     report = augmentation_report(
@@ -196,6 +197,7 @@ def test_perfect_predictor_in_an_embedded_space():
     assert all(abs((1 - r.steer_cos_orig) - r.move_cos) > 1e-6 for r in rows)
 
 
+@pytest.mark.exactness
 def test_non_predictors_explain_nothing():
     aug = colour_aug()
     images = mid_images()
@@ -253,6 +255,7 @@ def test_head_columns_match_equimods_metrics():
     assert len(moved) > 10 and max(abs(e) for e in moved) < 1e-3
 
 
+@pytest.mark.exactness
 def test_steering_operator_at_identity_and_modes_restored():
     aug = colour_aug()
     encoder, head = conv_encoder(), None
@@ -267,6 +270,7 @@ def test_steering_operator_at_identity_and_modes_restored():
             assert r.steer_cos_pred == 1.0  # M(a_id) = I exactly
 
 
+@pytest.mark.exactness
 def test_steering_term_with_its_standardisation():
     """``embed=term.standardize``: the steering columns use the term's running statistics."""
     aug = colour_aug()
@@ -414,6 +418,7 @@ def test_encoder_nan_and_sweep_shape_and_unknown_op():
 # batch sizes
 
 
+@pytest.mark.exactness
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(1, 6), split=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_rows_are_means_over_images(n, split, seed):

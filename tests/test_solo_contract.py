@@ -25,13 +25,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from equimod_plugin import EquiModTerm, SteeringTerm, augment
+from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE
 from equimod_plugin.integrations.solo import (
     EquiModSettings,
     EquivariantMixin,
     OriginalTransform,
     equivariant,
 )
-from equimod_plugin.wrap import IMAGENET_NORMALIZE
 
 # training_step called directly, without a Trainer, logs nothing
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
@@ -241,7 +241,9 @@ def test_trains_with_one_backbone_pass_per_step(
     trainer = fit(model)
 
     assert passes == [3 * BATCH, 3 * BATCH]  # cat[originals, view 1, view 2], once per step
-    assert model.no_channel_last is False  # restored after each step
+    # solo-learn's channels_last conversion is on: the views are made channels_last, so it
+    # returns the very views and the shared pass serves them (3B images, once per step)
+    assert model.no_channel_last is False
     assert changed(head, model.equivariance)
     for crops in model.seen:  # two normalised views of size SIZE, on the device
         assert [tuple(x.shape) for x in crops] == [(BATCH, 3, SIZE, SIZE)] * 2
@@ -317,7 +319,7 @@ def test_constructor_arguments_override_the_cfg_block() -> None:
     assert model.equivariance.weight == 0.5
     assert model.equimod_settings.preset == "simclr"
     assert model.equimod_settings.normalize == ([0.5] * 3, [0.25] * 3)
-    assert float(model.equivariance.std.flatten()[0]) == 0.25
+    assert float(model.equivariance.normalize.std.flatten()[0]) == 0.25
     first, second = model.equivariance.augments
     assert first is second  # SimCLR's recipe for both views
     assert isinstance(model.equivariance.term, EquiModTerm)

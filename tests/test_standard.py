@@ -263,10 +263,9 @@ def make_tta() -> nn.Module:
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Conv2d(3, D, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     aug = augment.byol(SIZE, 1, "cifar")
-    params = aug.sample(torch.zeros(4, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(6))
-    return SteeredTTA(
-        encoder, SteeringOperator(D, aug.layout.param_dim, rank=2, hidden_dim=8), params
-    )
+    params = aug.sample_params(4, SIZE, generator=torch.Generator().manual_seed(6))
+    operator = SteeringOperator(D, aug.layout.param_dim, rank=2, hidden_dim=8)
+    return SteeredTTA(encoder, operator, params, grad=True)  # grad: for gradcheck
 
 
 CASES.append(

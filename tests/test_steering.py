@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -16,10 +19,12 @@ from equimod_plugin import (
     augment,
     steering_branch,
 )
-from equimod_plugin.integrations.lightly import wrap
+from equimod_plugin.integrations.lightly import attach
+from equimod_plugin.steering import ExponentialSteering, FullSteering, LowRankSteering
 from equimod_plugin.tta import SteeredTTA, dispersion, tta_params
 
 KINDS = ["low_rank", "exponential", "full"]
+CLASSES = {"low_rank": LowRankSteering, "exponential": ExponentialSteering, "full": FullSteering}
 fast = settings(max_examples=15, deadline=None)
 
 
@@ -28,6 +33,7 @@ def operator(kind: str, dim: int = 6, param_dim: int = 5, **kwargs) -> SteeringO
     return SteeringOperator(dim, param_dim, kind=kind, rank=3, hidden_dim=16, **kwargs)
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("kind", KINDS)
 def test_identity_parameters_give_exactly_the_identity_map(kind):
     identity = torch.tensor([0.0, 0.0, 1.0, 1.0, -1.0])
@@ -38,6 +44,116 @@ def test_identity_parameters_give_exactly_the_identity_map(kind):
     assert torch.equal(op(f, params), f)
     # and other parameters move the embedding
     assert not torch.allclose(op(f, params + 0.5), f)
+
+
+# --- one class per parameterisation ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kind_builds_the_class_of_that_kind(kind):
+    op = operator(kind)
+    assert type(op) is CLASSES[kind]
+    assert isinstance(op, SteeringOperator) and op.kind == kind
+    torch.manual_seed(0)
+    assert type(SteeringOperator(6, 5, kind, None, 3)) is CLASSES[kind]  # positional, as before
+    assert type(SteeringOperator(6, 5)) is LowRankSteering  # the default kind
+
+
+@pytest.mark.exactness
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("low_rank", {"rank": 3, "hidden_dim": 16}),
+        ("exponential", {"num_generators": 4}),
+        ("full", {"hidden_dim": 16}),
+    ],
+)
+def test_a_class_built_directly_equals_the_kind_call(kind, options):
+    """Same seed, same parameters (values and state-dict keys) and same outputs: a replay."""
+    identity = torch.tensor([0.0, 0.5, 1.0, 1.0, -1.0])
+    torch.manual_seed(0)
+    by_kind = SteeringOperator(6, 5, kind=kind, identity=identity, **options)
+    torch.manual_seed(0)
+    direct = CLASSES[kind](6, 5, identity, **options)
+    assert by_kind.state_dict().keys() == direct.state_dict().keys()
+    for name, value in by_kind.state_dict().items():
+        assert torch.equal(value, direct.state_dict()[name]), name
+    f, a = torch.randn(4, 6), torch.randn(4, 5)
+    assert torch.equal(by_kind(f, a), direct(f, a))
+    assert torch.equal(by_kind.steer_many(f, a[:3]), direct.steer_many(f, a[:3]))
+    assert torch.equal(by_kind.maps(a), direct.maps(a))
+
+
+@pytest.mark.parametrize(
+    "kind, keys",
+    [
+        ("low_rank", ["identity", "hyper.0.weight", "hyper.0.bias", "hyper.2.weight"]),
+        ("exponential", ["generators", "identity", "coefficients.weight"]),
+        ("full", ["identity", "hyper.0.weight", "hyper.0.bias", "hyper.2.weight"]),
+    ],
+)
+def test_state_dict_keys_are_those_of_existing_checkpoints(kind, keys):
+    assert list(operator(kind).state_dict()) == keys
+
+
+def test_unknown_kind_is_named_with_the_classes_to_use():
+    with pytest.raises(
+        ValueError,
+        match=r"kind must be one of \('low_rank', 'exponential', "
+        r"'full'\) \(or build LowRankSteering.*got 'affine'",
+    ):
+        SteeringOperator(4, 3, kind="affine")
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: LowRankSteering(4, 3, rank=0), "rank must be a positive int"),
+        (lambda: LowRankSteering(4, 3, hidden_dim=2.0), "hidden_dim must be a positive int"),
+        (lambda: ExponentialSteering(4, 3, num_generators=0), "num_generators must be a positive"),
+        (lambda: FullSteering(0, 3), "dim must be a positive int"),
+        (lambda: FullSteering(4, 3, identity=torch.zeros(2)), r"identity must have shape \(3,\)"),
+    ],
+)
+def test_each_class_checks_its_own_arguments(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_each_class_takes_only_its_own_arguments():
+    with pytest.raises(TypeError, match="num_generators"):
+        LowRankSteering(4, 3, num_generators=2)
+    with pytest.raises(TypeError, match="kind"):
+        FullSteering(4, 3, kind="full")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_copies_and_pickles_keep_the_class(kind):
+    op = operator(kind)
+    f, a = torch.randn(4, 6), torch.randn(4, 5)
+    for clone in (copy.deepcopy(op), pickle.loads(pickle.dumps(op))):
+        assert type(clone) is CLASSES[kind]
+        torch.testing.assert_close(clone(f, a), op(f, a), rtol=0, atol=0)
+
+
+class _Scaling(SteeringOperator):
+    """A new parameterisation: only ``_maps``; M(a) = (1 + sum d) I."""
+
+    kind = "scaling"
+
+    def _maps(self, params: torch.Tensor) -> torch.Tensor:
+        scale = 1 + self._displacement(params).sum(dim=1)
+        return scale[:, None, None] * torch.eye(self.dim)
+
+
+def test_a_subclass_defining_only_maps_gets_checks_forward_and_steer_many():
+    op = _Scaling(3, 2, identity=torch.ones(2))
+    f, a = torch.randn(4, 3), torch.tensor([[1.0, 1.0], [2.0, 1.0], [1.0, 3.0], [0.0, 1.0]])
+    scale = torch.tensor([1.0, 2.0, 3.0, 0.0])
+    torch.testing.assert_close(op(f, a), scale[:, None] * f)
+    torch.testing.assert_close(op.steer_many(f, a), scale[None, :, None] * f[:, None])
+    with pytest.raises(ValueError, match=r"params must have shape \(4, 2\)"):
+        op(f, a[:, :1])
 
 
 def test_exponential_form_composes_when_generators_commute():
@@ -157,7 +273,7 @@ def test_steering_branch_reuses_the_shared_pass_and_identity_of_the_layout():
     sizes: list[int] = []
     backbone[0].register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
     x0, x1 = branch.views(torch.rand(5, 3, 12, 12))
-    assert backbone(x0) is branch.features[1]
+    assert backbone(x0) is branch.step.features[1]
     loss = branch.loss()
     loss.backward()
     assert sizes == [15]
@@ -174,13 +290,14 @@ def test_lightly_wrap_with_the_steering_term():
         def forward(self, x):
             return self.backbone(x).flatten(1)
 
-    model, _ = wrap(Model(), augment.byol(12, blur_kernel=3), term="steering", rank=2)
-    x0, x1 = model.views(torch.rand(4, 3, 12, 12))
-    loss = (model(x0) - model(x1)).pow(2).mean() + model.equivariance_loss()
+    model = Model()
+    attach(model, augment.byol(12, blur_kernel=3), term="steering", rank=2)
+    x0, x1 = model.equivariance.views(torch.rand(4, 3, 12, 12))
+    loss = (model(x0) - model(x1)).pow(2).mean() + model.equivariance.loss()
     loss.backward()
     assert model.equivariance.term.operator.kind == "low_rank"
     with pytest.raises(ValueError, match="term must be one of"):
-        wrap(Model(), augment.byol(12), term="invariance")
+        attach(Model(), augment.byol(12), term="invariance")
 
 
 def test_tta_steers_once_encoded_features():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -68,6 +70,7 @@ def test_branch_without_validation_reads_nothing_back(index: int, bool_reads: li
     assert validation_enabled()  # the branch's switch does not leak out of the step
 
 
+@pytest.mark.exactness
 def test_branch_validation_flag_changes_nothing_but_the_checks() -> None:
     losses = []
     for validate in (True, False):
@@ -85,6 +88,7 @@ def test_branch_without_validation_skips_the_range_check_only() -> None:
         branch.views(torch.full((4, 3, 8, 8), 2.0))
     branch.validate = False
     branch.views(torch.full((4, 3, 8, 8), 2.0))  # out of range, not checked
+    branch.loss()  # ends the step
     with pytest.raises(ValueError, match=r"images must have shape \(B, C, H, W\)"):
         branch.views(torch.rand(3, 8, 8))  # shape checks still run
     with pytest.raises(TypeError, match="validate must be a bool"):
@@ -123,3 +127,92 @@ def test_replayed_parameter_values_are_checked_only_with_validation() -> None:
     with validation(False):
         views, _ = aug(x, params=bad)
     assert views.shape == x.shape
+
+
+def run_in_threads(*targets: Callable[[], None]) -> None:
+    """Run each target in its own thread; re-raise the first failure in the calling thread."""
+    errors: list[Exception] = []
+
+    def guarded(target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except Exception as error:  # handed to the test thread
+                errors.append(error)
+
+        return run
+
+    threads = [threading.Thread(target=guarded(t)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def wait(event: threading.Event) -> None:
+    """Wait for a step of the other thread; the timeout only turns a deadlock into a failure."""
+    assert event.wait(timeout=60), "the other thread never reached its step"
+
+
+def test_overlapping_blocks_in_two_threads_leave_the_checks_on() -> None:
+    """B3: enter A, enter B, leave A, leave B; a process-wide flag was left False after that."""
+    a_inside, b_inside, a_left, observed = (threading.Event() for _ in range(4))
+    seen: dict[str, bool] = {}
+
+    def first() -> None:
+        with validation(False):
+            a_inside.set()
+            wait(b_inside)
+            seen["first, while the second is inside"] = validation_enabled()
+        a_left.set()
+        seen["first, after its block"] = validation_enabled()
+
+    def second() -> None:
+        wait(a_inside)
+        with validation(False):
+            b_inside.set()
+            wait(a_left)
+            seen["second, after the first left"] = validation_enabled()
+        seen["second, after its block"] = validation_enabled()
+
+    def observer() -> None:  # a third thread never enters a block
+        wait(a_inside)
+        seen["observer, while the first is inside"] = validation_enabled()
+        observed.set()
+
+    run_in_threads(first, second, observer)
+    assert observed.is_set()
+    assert seen == {
+        "first, while the second is inside": False,
+        "second, after the first left": False,
+        "observer, while the first is inside": True,
+        "first, after its block": True,
+        "second, after its block": True,
+    }
+    assert validation_enabled()
+    nan = torch.full((1, 2, 4), math.nan)
+    with pytest.raises(ValueError, match="y_views.* must be finite"):
+        EquiModCosineLoss()(nan, nan)
+
+
+def test_a_block_in_one_asyncio_task_does_not_reach_another() -> None:
+    async def unchecked(inside: asyncio.Event, done: asyncio.Event) -> bool:
+        with validation(False):
+            inside.set()
+            await done.wait()
+            return validation_enabled()
+
+    async def checked(inside: asyncio.Event, done: asyncio.Event) -> bool:
+        await inside.wait()
+        enabled = validation_enabled()
+        done.set()
+        return enabled
+
+    async def main() -> list[bool]:
+        inside, done = asyncio.Event(), asyncio.Event()
+        return list(await asyncio.gather(unchecked(inside, done), checked(inside, done)))
+
+    assert asyncio.run(main()) == [False, True]
+    assert validation_enabled()

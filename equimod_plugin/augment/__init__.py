@@ -9,6 +9,7 @@
 """
 
 from equimod_plugin.augment.layout import Field, ParamLayout
+from equimod_plugin.augment.normalize import Normalize
 from equimod_plugin.augment.ops import (
     ColorJitter,
     GaussianBlur,
@@ -26,6 +27,7 @@ __all__ = [
     "Field",
     "GaussianBlur",
     "HorizontalFlip",
+    "Normalize",
     "ParamAugment",
     "ParamLayout",
     "ParamOp",

@@ -2,7 +2,9 @@
 
 Stateless functions on ``(B, 3, H, W)`` float images in [0, 1]; every parameter tensor has
 one row per sample. The formulas follow torchvision's tensor transforms (the ones lightly's
-transforms use), with the differences documented per function.
+transforms use), with the differences documented per function. Half-precision images
+(``float16``, ``bfloat16``) are computed in float32 (:func:`compute_dtype`) and rounded back
+once at the end, so they differ from float32 results only by that rounding.
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 
 #: Colour-jitter operation ids, in torchvision's ``ColorJitter`` numbering.
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype images of ``dtype`` are computed in: float32 for half precision, else itself.
+
+    Example:
+        >>> compute_dtype(torch.bfloat16), compute_dtype(torch.float64)
+        (torch.float32, torch.float64)
+    """
+    return torch.promote_types(dtype, torch.float32)
 
 
 def resized_crop(
@@ -38,12 +50,15 @@ def resized_crop(
         pixels). Unlike torchvision, a box larger than the output is not low-pass filtered
         first (no antialiasing), and bicubic taps next to the box edge may read the pixels just
         outside it. A box that is the whole image at the output size returns the input exactly.
+        Coordinates and resampling are in :func:`compute_dtype` (float32 for half precision:
+        a bf16 grid cannot address 224 columns, and CPU ``grid_sample`` gives NaN in bf16).
     """
     b, _, h, w = x.shape
     out_h, out_w = size
-    top, left, box_h, box_w = boxes.to(x.dtype).unbind(-1)
-    u = (torch.arange(out_w, device=x.device, dtype=x.dtype) + 0.5) / out_w
-    v = (torch.arange(out_h, device=x.device, dtype=x.dtype) + 0.5) / out_h
+    dtype = compute_dtype(x.dtype)
+    top, left, box_h, box_w = boxes.to(dtype).unbind(-1)
+    u = (torch.arange(out_w, device=x.device, dtype=dtype) + 0.5) / out_w
+    v = (torch.arange(out_h, device=x.device, dtype=dtype) + 0.5) / out_h
     # pixel-centre coordinates inside the box, clamped to its edge pixels like resizing the
     # cropped image would (torchvision crops, then resizes)
     px = left[:, None] + (u[None] * box_w[:, None] - 0.5).clamp(min=0)
@@ -55,9 +70,12 @@ def resized_crop(
     grid = torch.stack(
         (gx[:, None, :].expand(b, out_h, out_w), gy[:, :, None].expand(b, out_h, out_w)), dim=-1
     )
-    out = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
+    out = F.grid_sample(
+        x.to(dtype), grid, mode=interpolation, padding_mode="border", align_corners=False
+    )
     if interpolation == "bicubic":
         out = out.clamp(0, 1)
+    out = out.to(x.dtype)
     if (h, w) == (out_h, out_w):
         whole = (boxes == boxes.new_tensor([0, 0, h, w])).all(dim=1)
         out = torch.where(whole[:, None, None, None], x, out)
@@ -71,8 +89,9 @@ def hflip(x: Tensor, flip: Tensor) -> Tensor:
 
 def grayscale(x: Tensor) -> Tensor:
     """torchvision's grayscale ``(B, 3, H, W) -> (B, 3, H, W)``, the luma in every channel."""
-    w = x.new_tensor(GRAY_WEIGHTS)
-    return torch.einsum("bchw,c->bhw", x, w)[:, None].expand_as(x)
+    dtype = compute_dtype(x.dtype)
+    w = torch.tensor(GRAY_WEIGHTS, dtype=dtype, device=x.device)
+    return torch.einsum("bchw,c->bhw", x.to(dtype), w).to(x.dtype)[:, None].expand_as(x)
 
 
 def random_grayscale(x: Tensor, apply: Tensor) -> Tensor:
@@ -94,8 +113,9 @@ def gaussian_blur(x: Tensor, apply: Tensor, sigma: Tensor, kernel_size: int) -> 
     idx = apply.nonzero().squeeze(1)
     if idx.numel() == 0:
         return x
-    s = sigma[idx, None].expand(-1, 2).to(x.dtype)
-    blurred = kornia.filters.gaussian_blur2d(x[idx], (kernel_size, kernel_size), s)
+    dtype = compute_dtype(x.dtype)
+    s = sigma[idx, None].expand(-1, 2).to(dtype)
+    blurred = kornia.filters.gaussian_blur2d(x[idx].to(dtype), (kernel_size, kernel_size), s)
     return x.index_copy(0, idx, blurred.to(x.dtype))
 
 
@@ -118,9 +138,10 @@ def color_jitter(x: Tensor, apply: Tensor, order: Tensor, factors: Tensor) -> Te
             hue shift in turns (0 = identity, torchvision's ``hue_factor``).
 
     Returns:
-        ``(B, 3, H, W)`` jittered images.
+        ``(B, 3, H, W)`` jittered images, computed in :func:`compute_dtype`.
     """
     b, c, h, w = x.shape
+    out_dtype, x = x.dtype, x.to(compute_dtype(x.dtype))
     gray = x.new_tensor(GRAY_WEIGHTS)
     eye = torch.eye(3, dtype=x.dtype, device=x.device).expand(b, 3, 3)
     bright, contrast, sat, hue = factors.to(x.dtype).unbind(-1)
@@ -139,4 +160,4 @@ def color_jitter(x: Tensor, apply: Tensor, order: Tensor, factors: Tensor) -> Te
         if idx.numel():
             shifted = kornia.enhance.adjust_hue(x[idx], hue[idx] * (2 * math.pi))
             x = x.index_copy(0, idx, shifted.clamp(0, 1).to(x.dtype))
-    return x
+    return x.to(out_dtype)

@@ -8,6 +8,7 @@ an ordered list of fields, each a contiguous slice with an identity value (the p
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
@@ -106,13 +107,15 @@ class ParamLayout:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
-        """Parameters of the identity augmentation, ``(batch_size, P)``."""
+        """Parameters of the identity augmentation, ``(batch_size, P)``; ``batch_size`` >= 0."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"batch_size must be an int >= 0, got {batch_size!r}")
         if batch_size < 0:
-            raise ValueError(f"batch_size must be >= 0, got {batch_size}")
+            raise ValueError(f"batch_size must be an int >= 0, got {batch_size}")
         row = torch.tensor(
             [v for f in self._fields for v in f.identity], dtype=dtype, device=device
         )
-        return row.expand(batch_size, -1).clone()
+        return row.expand(int(batch_size), -1).clone()
 
     def split(self, params: Tensor) -> OrderedDict[str, Tensor]:
         """Views of ``params`` ``(B, P)`` per field, each ``(B, width)``."""

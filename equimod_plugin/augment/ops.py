@@ -10,13 +10,14 @@ A gated-off operation (probability not drawn) writes its identity values.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from equimod_plugin.augment import functional as AF
-from equimod_plugin.augment.layout import Encoding, Field
+from equimod_plugin.augment.layout import ENCODINGS, Encoding, Field
 
 __all__ = [
     "ColorJitter",
@@ -29,16 +30,60 @@ __all__ = [
 ]
 
 
+def check_real(value: float, name: str) -> float:
+    """``value`` as a float; a ``TypeError`` naming ``name`` unless it is a real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def check_int(value: int, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; a ``TypeError`` for a float, bool or other type."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_size(size: int | Sequence[int], name: str) -> tuple[int, int]:
+    """An ``int`` or a ``(height, width)`` pair of positive ints, as ``(height, width)``."""
+    expected = f"{name} must be a positive int or a (height, width) pair of positive ints"
+    if isinstance(size, Sequence) and not isinstance(size, str):
+        if len(size) != 2:
+            raise ValueError(f"{expected}, got {size!r}")
+        pair = tuple(size)
+    else:
+        pair = (size, size)
+    for v in pair:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{expected}, got {size!r}")
+        if v < 1:
+            raise ValueError(f"{expected}, got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_encoding(encoding: str) -> Encoding:
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    return encoding  # type: ignore[return-value]
+
+
 def _check_probability(p: float, name: str) -> float:
+    p = check_real(p, name)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-    return float(p)
+    return p
 
 
 def _check_range(r: Sequence[float], name: str, low: float = 0.0) -> tuple[float, float]:
-    if len(r) != 2 or not low <= r[0] <= r[1]:
-        raise ValueError(f"{name} must be a (min, max) pair with {low} <= min <= max, got {r}")
-    return float(r[0]), float(r[1])
+    expected = f"{name} must be a finite (min, max) pair with {low} <= min <= max"
+    if not isinstance(r, Sequence) or isinstance(r, str) or len(r) != 2:
+        raise ValueError(f"{expected}, got {r!r}")
+    lo, hi = check_real(r[0], f"{name}[0]"), check_real(r[1], f"{name}[1]")
+    if not (low <= lo <= hi and math.isfinite(hi)):
+        raise ValueError(f"{expected}, got {r!r}")
+    return lo, hi
 
 
 def _gate(p: float, batch_size: int, device: torch.device, generator: torch.Generator | None):
@@ -60,8 +105,9 @@ def _uniform(
 class ParamOp(nn.Module):
     """Base class: an operation that owns ``fields`` of the parameter vector.
 
-    Subclasses implement :meth:`sample` (draw parameters, already encoded) and :meth:`apply`
-    (apply encoded parameters). Parameters are float32 on the images' device. Operations are
+    Subclasses implement :meth:`_draw` (draw encoded parameters for a batch shape) and
+    :meth:`apply` (apply encoded parameters); :meth:`check_values` when replayed parameters
+    have a restricted domain. Parameters are float32 on the images' device. Operations are
     composed with :class:`~equimod_plugin.augment.pipeline.ParamAugment`, whose layout
     concatenates their fields in order.
 
@@ -81,13 +127,51 @@ class ParamOp(nn.Module):
         """Number of parameter columns this operation owns (the widths of its fields)."""
         return sum(f.width for f in self.fields)
 
-    def sample(
-        self, x: Tensor, generator: torch.Generator | None = None
-    ) -> Tensor:  # pragma: no cover - interface
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Draw encoded parameters ``(B, param_dim)`` for the images ``x`` ``(B, 3, H, W)``.
 
-        Only the batch size, image size and device of ``x`` are used; ``generator`` is an
-        optional ``torch.Generator`` for the draws.
+        Only the batch size, image size and device of ``x`` are used (see
+        :meth:`sample_params`); ``generator`` is an optional ``torch.Generator`` for the draws.
+        """
+        b, _, height, width = x.shape
+        return self._draw(b, height, width, x.device, generator)
+
+    def sample_params(
+        self,
+        batch_size: int,
+        image_size: tuple[int, int] | int,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw encoded parameters ``(batch_size, param_dim)`` for images of ``image_size``.
+
+        The same draws as :meth:`sample` on a batch of that shape on ``device`` (default:
+        torch's default device), without allocating images.
+
+        Example:
+            >>> import torch
+            >>> flip = HorizontalFlip(p=1.0)
+            >>> flip.sample_params(3, (32, 32)).tolist()
+            [[1.0], [1.0], [1.0]]
+        """
+        b = check_int(batch_size, "batch_size", minimum=0)
+        height, width = check_size(image_size, "image_size")
+        dev = torch.device(device) if device is not None else torch.get_default_device()
+        return self._draw(b, height, width, dev, generator)
+
+    def _draw(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> Tensor:  # pragma: no cover - interface
+        """Encoded parameters ``(batch_size, param_dim)`` for images ``height x width``.
+
+        Depends only on its arguments (and the state of ``generator``, or of the global RNG
+        of ``device`` when it is ``None``); the draws must come in a fixed order.
         """
         raise NotImplementedError
 
@@ -95,8 +179,11 @@ class ParamOp(nn.Module):
         """Apply encoded parameters ``(B, param_dim)`` to ``x`` ``(B, 3, H, W)`` in [0, 1]."""
         raise NotImplementedError
 
-    def check_values(self, params: Tensor) -> None:
-        """Raise a ``ValueError`` when replayed ``params`` are outside this op's domain."""
+    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
+        """Raise a ``ValueError`` when replayed ``params`` are outside this op's domain.
+
+        ``image_size`` is the ``(H, W)`` of the images the parameters are applied to.
+        """
 
     def _check_flags(self, flags: Tensor, column: str) -> None:
         if not bool(((flags == 0) | (flags == 1)).all()):
@@ -136,9 +223,7 @@ class RandomResizedCrop(ParamOp):
         encoding: Encoding = "normalized",
     ) -> None:
         super().__init__()
-        self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        if min(self.size) < 1:
-            raise ValueError(f"size must be positive, got {size}")
+        self.size = check_size(size, "size")
         self.scale = _check_range(scale, "scale")
         if self.scale[1] > 1 or self.scale[0] <= 0:
             raise ValueError(f"scale must lie in (0, 1], got {scale}")
@@ -150,7 +235,7 @@ class RandomResizedCrop(ParamOp):
                 f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}"
             )
         self.interpolation = interpolation
-        self.encoding = encoding
+        self.encoding = _check_encoding(encoding)
         if encoding == "normalized":
             identity, unit = (0.0, 0.0, 1.0, 1.0), "fractions of the input height/width"
         else:
@@ -166,13 +251,19 @@ class RandomResizedCrop(ParamOp):
         scale = params.new_tensor([height, width, height, width])
         return (params * scale).round()
 
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        b, _, height, width = x.shape
-        tries = 10
+    def _draw(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        b, tries = batch_size, 10
         area = height * width
-        target = area * _uniform((b, tries), x.device, generator, *self.scale)
+        target = area * _uniform((b, tries), device, generator, *self.scale)
         log_r = _uniform(
-            (b, tries), x.device, generator, math.log(self.ratio[0]), math.log(self.ratio[1])
+            (b, tries), device, generator, math.log(self.ratio[0]), math.log(self.ratio[1])
         )
         aspect = log_r.exp()
         w = (target * aspect).sqrt().round()
@@ -181,8 +272,8 @@ class RandomResizedCrop(ParamOp):
         first = ok.float().argmax(dim=1, keepdim=True)
         found = ok.any(dim=1)
         h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
-        top = (_uniform(b, x.device, generator) * (height - h + 1)).floor()
-        left = (_uniform(b, x.device, generator) * (width - w + 1)).floor()
+        top = (_uniform(b, device, generator) * (height - h + 1)).floor()
+        left = (_uniform(b, device, generator) * (width - w + 1)).floor()
         # torchvision's fallback: the largest central box whose aspect lies within ``ratio``
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
@@ -192,7 +283,7 @@ class RandomResizedCrop(ParamOp):
         else:
             fw, fh = width, height
         fallback = torch.tensor(
-            [(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=h.dtype, device=x.device
+            [(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=h.dtype, device=device
         )
         boxes = torch.stack((top, left, h, w), dim=1)
         boxes = torch.where(found[:, None], boxes, fallback)
@@ -204,15 +295,28 @@ class RandomResizedCrop(ParamOp):
         boxes = self._boxes(params, x.shape[2], x.shape[3])
         return AF.resized_crop(x, boxes, self.size, self.interpolation)
 
-    def check_values(self, params: Tensor) -> None:
+    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
+        top, left, h, w = params.unbind(-1)
         if self.encoding == "normalized":
-            top, left, h, w = params.unbind(-1)
             ok = (h > 0) & (w > 0) & (top >= 0) & (left >= 0) & (top + h <= 1) & (left + w <= 1)
             if not bool(ok.all()):
                 raise ValueError(
                     "params field 'crop' must be boxes (top, left, height, width) inside the "
                     "image, as fractions in [0, 1] with positive height and width"
                 )
+            return
+        height, width = image_size
+        ok = (params == params.round()).all(dim=1) & (h >= 1) & (w >= 1) & (top >= 0)
+        ok &= (left >= 0) & (top + h <= height) & (left + w <= width)
+        if not bool(ok.all()):
+            row = int((~ok).nonzero()[0, 0])
+            raise ValueError(
+                "params field 'crop' (columns crop.top, crop.left, crop.height, crop.width) "
+                "must be boxes in whole pixels inside the input image of (height, width) "
+                f"{(height, width)}, with height and width >= 1 (encoding 'official'); got "
+                f"{params[row].tolist()} in row {row}. Official boxes are pixels of the image "
+                "they were sampled for: replay them at that image size"
+            )
 
 
 class HorizontalFlip(ParamOp):
@@ -230,13 +334,20 @@ class HorizontalFlip(ParamOp):
         self.p = _check_probability(p, "p")
         self.fields = (Field("flip", ("applied",), (0.0,), "1 if mirrored left-right"),)
 
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return _gate(self.p, x.shape[0], x.device, generator).float()[:, None]
+    def _draw(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        return _gate(self.p, batch_size, device, generator).float()[:, None]
 
     def apply(self, x: Tensor, params: Tensor) -> Tensor:
         return AF.hflip(x, params[:, 0] > 0.5)
 
-    def check_values(self, params: Tensor) -> None:
+    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
         self._check_flags(params[:, 0], "flip.applied")
 
 
@@ -280,13 +391,14 @@ class ColorJitter(ParamOp):
             ("contrast", contrast),
             ("saturation", saturation),
         ):
+            value = check_real(value, name)
             if not (value >= 0 and math.isfinite(value)):  # rejects NaN and Inf too
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if not 0 <= hue <= 0.5:
+        if not 0 <= check_real(hue, "hue") <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5] (turns), got {hue}")
         self.strengths = (float(brightness), float(contrast), float(saturation), float(hue))
         self.p = _check_probability(p, "p")
-        self.encoding = encoding
+        self.encoding = _check_encoding(encoding)
         if encoding == "normalized":
             order_id = tuple((k - 1.5) / 1.5 for k in range(4))
             factor_id, factor_desc = (0.0, 0.0, 0.0, 0.0), "factor - 1 (hue: shift in turns)"
@@ -306,8 +418,15 @@ class ColorJitter(ParamOp):
             ),
         )
 
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        b, dev = x.shape[0], x.device
+    def _draw(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        b, dev = batch_size, device
         applied = _gate(self.p, b, dev, generator)
         order = _uniform((b, 4), dev, generator).argsort(dim=1).float()
         bs, cs, ss, hs = self.strengths
@@ -338,7 +457,7 @@ class ColorJitter(ParamOp):
         applied, order, factors = self._decode(params)
         return AF.color_jitter(x, applied, order, factors)
 
-    def check_values(self, params: Tensor) -> None:
+    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
         self._check_flags(params[:, 0], "color_jitter.applied")
         _, order, factors = self._decode(params)
         if not bool((order.sort(dim=1).values == torch.arange(4, device=order.device)).all()):
@@ -362,13 +481,20 @@ class RandomGrayscale(ParamOp):
         self.p = _check_probability(p, "p")
         self.fields = (Field("grayscale", ("applied",), (0.0,), "1 if converted to grey"),)
 
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return _gate(self.p, x.shape[0], x.device, generator).float()[:, None]
+    def _draw(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        return _gate(self.p, batch_size, device, generator).float()[:, None]
 
     def apply(self, x: Tensor, params: Tensor) -> Tensor:
         return AF.random_grayscale(x, params[:, 0] > 0.5)
 
-    def check_values(self, params: Tensor) -> None:
+    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
         self._check_flags(params[:, 0], "grayscale.applied")
 
 
@@ -377,7 +503,10 @@ class GaussianBlur(ParamOp):
 
     Args:
         p: probability of blurring.
-        kernel_size: odd number of taps (BYOL/SimCLR ImageNet: 23; CIFAR: 3).
+        kernel_size: odd number of taps (BYOL/SimCLR ImageNet at 224 px: 23; CIFAR: 3). The
+            reflect padding of ``kernel_size // 2`` pixels must be smaller than the images'
+            height and width: :class:`~equimod_plugin.augment.pipeline.ParamAugment` checks
+            it against the views' size when built, :meth:`apply` against the images.
         sigma: range of the standard deviation, drawn uniformly (lightly's default (0.1, 2)).
 
     Example:
@@ -393,8 +522,8 @@ class GaussianBlur(ParamOp):
     ) -> None:
         super().__init__()
         self.p = _check_probability(p, "p")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        if check_int(kernel_size, "kernel_size") % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
         self.kernel_size = int(kernel_size)
         self.sigma = _check_range(sigma, "sigma")
         if self.sigma[0] <= 0:
@@ -403,16 +532,41 @@ class GaussianBlur(ParamOp):
             Field("blur", ("applied", "sigma"), (0.0, 0.0), "1 if blurred; its sigma in pixels"),
         )
 
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        b = x.shape[0]
-        applied = _gate(self.p, b, x.device, generator)
-        sigma = _uniform(b, x.device, generator, *self.sigma)
+    def _draw(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        applied = _gate(self.p, batch_size, device, generator)
+        sigma = _uniform(batch_size, device, generator, *self.sigma)
         return torch.stack([applied.float(), torch.where(applied, sigma, 0.0)], dim=1)
 
+    def check_image_size(self, size: tuple[int, int], what: str = "images") -> None:
+        """Raise a ``ValueError`` unless the kernel's reflect padding fits ``size`` ``(h, w)``.
+
+        Example:
+            >>> blur = GaussianBlur(kernel_size=23)
+            >>> blur.check_image_size((11, 11), "views")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: GaussianBlur kernel_size 23 does not fit views of size (11, 11): ...
+        """
+        pad = self.kernel_size // 2
+        if pad >= min(size):
+            raise ValueError(
+                f"GaussianBlur kernel_size {self.kernel_size} does not fit {what} of size "
+                f"{tuple(size)}: its reflect padding of {pad} pixels needs a height and width "
+                f"of at least {pad + 1}; use an odd kernel_size <= {2 * min(size) - 1}"
+            )
+
     def apply(self, x: Tensor, params: Tensor) -> Tensor:
+        self.check_image_size((x.shape[2], x.shape[3]))
         return AF.gaussian_blur(x, params[:, 0] > 0.5, params[:, 1], self.kernel_size)
 
-    def check_values(self, params: Tensor) -> None:
+    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
         self._check_flags(params[:, 0], "blur.applied")
         if not bool((params[params[:, 0] > 0.5, 1] > 0).all()):
             raise ValueError("params field 'blur' must have sigma > 0 where applied")
@@ -431,16 +585,23 @@ class RandomSolarize(ParamOp):
     def __init__(self, p: float = 0.2, threshold: float = 0.5) -> None:
         super().__init__()
         self.p = _check_probability(p, "p")
-        if not 0 <= threshold <= 1:
+        if not 0 <= check_real(threshold, "threshold") <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = float(threshold)
         self.fields = (Field("solarize", ("applied",), (0.0,), "1 if solarised"),)
 
-    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return _gate(self.p, x.shape[0], x.device, generator).float()[:, None]
+    def _draw(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        return _gate(self.p, batch_size, device, generator).float()[:, None]
 
     def apply(self, x: Tensor, params: Tensor) -> Tensor:
         return AF.solarize(x, params[:, 0] > 0.5, self.threshold)
 
-    def check_values(self, params: Tensor) -> None:
+    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
         self._check_flags(params[:, 0], "solarize.applied")

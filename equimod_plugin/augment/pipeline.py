@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
 
 from equimod_plugin._checks import check_images, check_same_device, validation_enabled
+from equimod_plugin.augment.functional import compute_dtype
 from equimod_plugin.augment.layout import ParamLayout
-from equimod_plugin.augment.ops import ParamOp, RandomResizedCrop
+from equimod_plugin.augment.ops import (
+    GaussianBlur,
+    ParamOp,
+    RandomResizedCrop,
+    check_int,
+    check_size,
+)
 
 _CHUNK_ELEMENTS = 2**21  # pixel values applied at a time by default (8 MB in float32)
 
@@ -19,19 +27,25 @@ class ParamAugment(nn.Module):
 
     Sampling and applying are separate: parameters are drawn first (all operations, the
     whole batch), encoded in :attr:`layout`, and the views are then computed from the encoded
-    parameters. ``aug(x, params=params)`` therefore reproduces the views bit for bit.
+    parameters. ``aug(x, params=params)`` on the same batch therefore reproduces the views
+    bit for bit.
 
     Args:
         ops: the operations, applied in this order. The first is usually a
-            :class:`~equimod_plugin.augment.ops.RandomResizedCrop`, which sets the output size.
+            :class:`~equimod_plugin.augment.ops.RandomResizedCrop`, which sets the output size;
+            a :class:`~equimod_plugin.augment.ops.GaussianBlur` after it is checked to fit
+            that size (``ValueError`` naming ``kernel_size`` otherwise).
         encoding: the layout's encoding; must match the operations' own.
         chunk_size: samples applied at a time; default: as many as fit in about 8 MB of
             pixels (the whole batch at 32 px, ~13 images at 224 px), which keeps the many
-            per-pixel passes cache-friendly on CPU. Every op works per sample, so the views do
-            not depend on it.
+            per-pixel passes cache-friendly on CPU. Every op works per sample, so the views
+            depend on it only through floating-point rounding (vectorised kernels may group
+            samples differently): equal within ``1e-6``, not bit for bit.
 
     Shapes:
-        - ``x``: ``(B, 3, H, W)`` float in [0, 1], any device and float dtype.
+        - ``x``: ``(B, 3, H, W)`` float in [0, 1], any device and float dtype. Half-precision
+          images (``float16``, ``bfloat16``) are computed in float32 and rounded once at the
+          end; autocast does not apply (views keep the dtype of ``x``).
         - returns ``(views (B, 3, h, w), params (B, P))``; ``params`` is float32 on ``x``'s
           device, ``P = layout.param_dim``.
 
@@ -51,11 +65,10 @@ class ParamAugment(nn.Module):
         self, ops: Sequence[ParamOp], encoding: str = "normalized", chunk_size: int | None = None
     ) -> None:
         super().__init__()
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
-        self.chunk_size = chunk_size
+        self.chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size")
         if len(ops) == 0:
             raise ValueError("ops must contain at least one operation")
+        size = None  # size of the images each op sees, where a crop fixes it
         for op in ops:
             if not isinstance(op, ParamOp):
                 raise TypeError(f"ops must be ParamOp instances, got {type(op).__name__}")
@@ -64,6 +77,10 @@ class ParamAugment(nn.Module):
                     f"{type(op).__name__} uses encoding {op.encoding!r} but the pipeline "
                     f"uses {encoding!r}"
                 )
+            if isinstance(op, RandomResizedCrop):
+                size = op.size
+            elif isinstance(op, GaussianBlur) and size is not None:
+                op.check_image_size(size, "views")
         self.ops = nn.ModuleList(ops)
         self.layout = ParamLayout(tuple(f for op in ops for f in op.fields), encoding)  # type: ignore[arg-type]
         self._slices = []
@@ -85,10 +102,61 @@ class ParamAugment(nn.Module):
         check_images(x)
         return self._sample(x, generator)
 
+    def sample_params(
+        self,
+        batch_size: int,
+        image_size: tuple[int, int] | int,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw parameters ``(batch_size, P)`` for images of ``image_size``, without images.
+
+        The draws are those of :meth:`sample` on a ``(batch_size, 3, *image_size)`` batch on
+        ``device`` with the same ``generator`` state (or global RNG state), at the memory
+        cost of the parameters only.
+
+        Args:
+            batch_size: number of parameter rows, an int >= 0.
+            image_size: ``(H, W)`` (or one int for square images) of the images the
+                parameters are for: crop boxes depend on it.
+            device: device of the parameters (default: torch's default device).
+            generator: optional ``torch.Generator`` for the draws.
+
+        Returns:
+            ``(batch_size, P)`` float32 parameters.
+
+        Example:
+            >>> import torch
+            >>> from equimod_plugin import augment
+            >>> aug = augment.byol(32, view=2, variant="cifar")
+            >>> p = aug.sample_params(4, (32, 32), generator=torch.Generator().manual_seed(0))
+            >>> x = torch.zeros(4, 3, 32, 32)
+            >>> torch.equal(p, aug.sample(x, generator=torch.Generator().manual_seed(0)))
+            True
+        """
+        b = check_int(batch_size, "batch_size", minimum=0)
+        height, width = check_size(image_size, "image_size")
+        dev = torch.device(device) if device is not None else torch.get_default_device()
+        return self._draw(b, height, width, dev, generator)
+
     def _sample(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        if x.shape[0] == 0:
-            return self.layout.identity(0, device=x.device)
-        return torch.cat([op.sample(x, generator) for op in self.ops], dim=1)
+        b, _, height, width = x.shape
+        return self._draw(b, height, width, x.device, generator)
+
+    def _draw(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        if batch_size == 0:
+            return self.layout.identity(0, device=device)
+        return torch.cat(
+            [op._draw(batch_size, height, width, device, generator) for op in self.ops], dim=1
+        )
 
     def forward(
         self,
@@ -113,8 +181,9 @@ class ParamAugment(nn.Module):
             check_same_device(x=x, params=params)
             self.layout.check(params, batch_size=x.shape[0])
             if validation_enabled():  # value checks: skipped inside validation(False)
+                size = (x.shape[2], x.shape[3])
                 for op, s in zip(self.ops, self._slices, strict=True):
-                    op.check_values(params[:, s])
+                    op.check_values(params[:, s], size)
         return self._augment(x, params, generator)
 
     def _augment(
@@ -127,22 +196,28 @@ class ParamAugment(nn.Module):
             size = self.output_size or tuple(x.shape[-2:])
             return x.new_empty(0, x.shape[1], *size), params
         chunk = self.chunk_size or max(1, _CHUNK_ELEMENTS // x[0].numel())
-        chunks = [
-            self._apply_ops(x[i : i + chunk], params[i : i + chunk])
-            for i in range(0, x.shape[0], chunk)
-        ]
+        device = x.device.type
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        with torch.autocast(device, enabled=False) if autocast else nullcontext():
+            chunks = [
+                self._apply_ops(x[i : i + chunk], params[i : i + chunk])
+                for i in range(0, x.shape[0], chunk)
+            ]
         return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)), params
 
     def _apply_ops(self, x: Tensor, params: Tensor) -> Tensor:
+        """All ops on one chunk, in :func:`compute_dtype` (one rounding for half precision)."""
+        out_dtype, x = x.dtype, x.to(compute_dtype(x.dtype))
         for op, s in zip(self.ops, self._slices, strict=True):
             x = op.apply(x, params[:, s])
-        return x
+        return x.to(out_dtype)
 
     def identity_params(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
         """Parameters ``(batch_size, P)`` that map a batch to itself.
 
         Exact when the input already has the output size; the crop of the normalized
         encoding is the whole image at any input size (then the views are the inputs resized).
+        ``batch_size`` is an int >= 0.
         """
         return self.layout.identity(batch_size, device=device)
 

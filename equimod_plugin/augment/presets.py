@@ -10,14 +10,20 @@ setting                   SimCLR CIFAR        SimCLR ImageNet     BYOL (view 1 /
 crop scale                (0.2, 1), bicubic   (0.08, 1)           (0.08, 1)
 colour jitter (p = 0.8)   0.4, 0.4, 0.4, 0.1  0.8, 0.8, 0.8, 0.2  0.4, 0.4, 0.2, 0.1
 grayscale                 0.2                 0.2                 0.2
-blur p (kernel)           none                0.5 (23)            1.0 / 0.1 (23; CIFAR 3)
+blur p (kernel)           none                0.5 (10 %)          1.0 / 0.1 (10 %; CIFAR 3)
 solarize p                none                none                0.0 / 0.2
 parameter width P         15                  17                  18
 ========================  ==================  ==================  ==================
+
+The blur kernel of the ImageNet recipes is 10 % of the view size, as SimCLR specifies:
+:func:`blur_kernel_size` gives the nearest odd size (23 at 224 px, the official value; 3 at
+32 px) that the view can hold.
 """
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from equimod_plugin.augment.layout import Encoding
@@ -29,6 +35,8 @@ from equimod_plugin.augment.ops import (
     RandomGrayscale,
     RandomResizedCrop,
     RandomSolarize,
+    check_real,
+    check_size,
 )
 from equimod_plugin.augment.pipeline import ParamAugment
 
@@ -38,6 +46,20 @@ Variant = Literal["cifar", "imagenet"]
 def _check_variant(variant: str) -> None:
     if variant not in ("cifar", "imagenet"):
         raise ValueError(f"variant must be 'cifar' or 'imagenet', got {variant!r}")
+
+
+def blur_kernel_size(size: int | tuple[int, int]) -> int:
+    """The ImageNet recipes' blur kernel for views of ``size``: odd, about 10 % of the side.
+
+    The odd size nearest to a tenth of the smaller side, at least 3, and at most what the
+    blur's reflect padding allows (``2 * side - 1``).
+
+    Example:
+        >>> blur_kernel_size(224), blur_kernel_size(96), blur_kernel_size(32), blur_kernel_size(8)
+        (23, 9, 3, 3)
+    """
+    side = min(check_size(size, "size"))
+    return min(max(3, 2 * (side // 20) + 1), 2 * side - 1)
 
 
 def _common(
@@ -51,6 +73,10 @@ def _common(
     grayscale_p: float,
     encoding: Encoding,
 ) -> list[ParamOp]:
+    if isinstance(jitter, str) or not isinstance(jitter, Sequence) or len(jitter) != 4:
+        raise ValueError(
+            f"jitter must be (brightness, contrast, saturation, hue) strengths, got {jitter!r}"
+        )
     return [
         RandomResizedCrop(size, scale, ratio, interpolation, encoding),
         HorizontalFlip(hflip_p),
@@ -71,7 +97,7 @@ def simclr(
     jitter_p: float = 0.8,
     grayscale_p: float = 0.2,
     blur_p: float | None = None,
-    blur_kernel: int = 23,
+    blur_kernel: int | None = None,
     blur_sigma: tuple[float, float] = (0.1, 2.0),
     encoding: Encoding = "normalized",
 ) -> ParamAugment:
@@ -86,7 +112,11 @@ def simclr(
         jitter: (brightness, contrast, saturation, hue) strengths; ``jitter_p`` its probability.
         grayscale_p: probability of grayscale.
         blur_p: probability of blur; the CIFAR variant has no blur field unless ``blur_p > 0``.
-        blur_kernel, blur_sigma: blur kernel size and sigma range.
+        blur_kernel: odd blur kernel size; ``None``: 10 % of the view size
+            (:func:`blur_kernel_size`: 23 at 224 px, 3 at 32 px). A kernel whose reflect
+            padding ``blur_kernel // 2`` is not smaller than the view size raises a
+            ``ValueError``.
+        blur_sigma: range of the blur's sigma, drawn uniformly.
         encoding: parameter encoding, ``"normalized"`` or ``"official"``.
 
     Returns:
@@ -113,9 +143,10 @@ def simclr(
         grayscale_p,
         encoding,
     )
-    blur_p = (0.0 if cifar else 0.5) if blur_p is None else blur_p
+    blur_p = (0.0 if cifar else 0.5) if blur_p is None else check_real(blur_p, "blur_p")
     if blur_p > 0 or not cifar:
-        ops.append(GaussianBlur(blur_p, blur_kernel, blur_sigma))
+        kernel = blur_kernel_size(size) if blur_kernel is None else blur_kernel
+        ops.append(GaussianBlur(blur_p, kernel, blur_sigma))
     return ParamAugment(ops, encoding)
 
 
@@ -146,7 +177,8 @@ def byol(
     Args:
         size: output size of the views.
         view: 1 or 2.
-        variant: ``"cifar"`` (blur kernel 3) or ``"imagenet"`` (blur kernel 23).
+        variant: ``"cifar"`` (blur kernel 3) or ``"imagenet"`` (blur kernel 10 % of the view
+            size, 23 at 224 px).
         scale: range of the crop area, as a fraction of the image area.
         ratio: range of the crop aspect ratio (width / height).
         interpolation: ``"bilinear"`` or ``"bicubic"``.
@@ -155,7 +187,10 @@ def byol(
         jitter_p: probability of the colour jitter.
         grayscale_p: probability of grayscale.
         blur_p: probability of blur; ``None``: 1.0 for view 1, 0.1 for view 2.
-        blur_kernel: blur kernel size; ``None``: 3 for ``"cifar"``, 23 for ``"imagenet"``.
+        blur_kernel: odd blur kernel size; ``None``: 3 for ``"cifar"``, 10 % of the view size
+            for ``"imagenet"`` (:func:`blur_kernel_size`: 23 at 224 px, 3 at 32 px). A kernel
+            whose reflect padding ``blur_kernel // 2`` is not smaller than the view size raises
+            a ``ValueError``.
         blur_sigma: range of the blur's sigma, drawn uniformly.
         solarize_p: probability of solarisation; ``None``: 0.0 for view 1, 0.2 for view 2.
         solarize_threshold: pixels ``>= threshold`` are inverted.
@@ -172,6 +207,8 @@ def byol(
         (True, 18)
     """
     _check_variant(variant)
+    if isinstance(view, bool) or not isinstance(view, numbers.Integral):
+        raise TypeError(f"view must be the int 1 or 2, got {view!r}")
     if view not in (1, 2):
         raise ValueError(f"view must be 1 or 2, got {view!r}")
     ops = _common(
@@ -185,11 +222,11 @@ def byol(
         grayscale_p,
         encoding,
     )
+    if blur_kernel is None:
+        blur_kernel = 3 if variant == "cifar" else blur_kernel_size(size)
     ops.append(
         GaussianBlur(
-            (1.0 if view == 1 else 0.1) if blur_p is None else blur_p,
-            (3 if variant == "cifar" else 23) if blur_kernel is None else blur_kernel,
-            blur_sigma,
+            (1.0 if view == 1 else 0.1) if blur_p is None else blur_p, blur_kernel, blur_sigma
         )
     )
     ops.append(

@@ -1,95 +1,61 @@
-"""EquiMod for lightly models: wrap a model with a ``backbone`` in one line.
+"""EquiMod for lightly models: attach an equivariance branch to a model with a ``backbone``.
 
 lightly's examples build an ``nn.Module`` with a ``backbone`` attribute, make two views per
-image with a dataset transform, and train with their own loss. :func:`wrap` returns the
-model wrapped with an :class:`~equimod_plugin.wrap.EquivarianceBranch` and the dataset
-transform that yields the originals (the views are made on the device):
+image with a dataset transform, and train with their own loss. :func:`attach` registers an
+:class:`~equimod_plugin.branch.EquivarianceBranch` on the model as ``model.equivariance``
+and returns the dataset transform that yields the originals (the views are made on the
+device):
 
 .. code-block:: diff
 
     -transform = BYOLTransform(...)
-    +model, transform = wrap(model, augment.byol_views(32, variant="cifar"))
+    +transform = attach(model, augment.byol_views(32, variant="cifar"))
      ...
     -    x0, x1 = batch[0]
-    +    x0, x1 = model.views(batch[0])
+    +    x0, x1 = model.equivariance.views(batch[0])
      ...
          loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
-    +    loss = loss + model.equivariance_loss()
+    +    loss = loss + model.equivariance.loss()
 
-The wrapped model behaves like the original: calls, ``model.backbone``,
-``model.forward_momentum`` and every other attribute reach the wrapped model, and
-``model.parameters()`` adds the equivariance head's, so an optimizer built afterwards
-trains it. Momentum updates (``update_momentum(model.backbone, model.backbone_momentum)``)
-are untouched: only the online backbone runs the batched pass.
+The model stays the user's object: ``isinstance`` holds, its own state-dict keys are
+unchanged (the branch adds ``equivariance.*``), and ``model.parameters()`` includes the
+branch's, so an optimizer built afterwards trains it. Momentum updates
+(``update_momentum(model.backbone, model.backbone_momentum)``) are untouched: only the
+online backbone's features are shared with the branch.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import torchvision.transforms as T
-from PIL import Image
 from torch import Tensor, nn
 
+try:
+    import torchvision.transforms as T
+    from PIL import Image
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "equimod_plugin.integrations.lightly needs torchvision and Pillow: install them with "
+        "pip install 'equimod-plugin[lightly]'"
+    ) from error
+
 from equimod_plugin.augment import ParamAugment
-from equimod_plugin.wrap import (
-    IMAGENET_NORMALIZE,
-    EquivarianceBranch,
-    equimod_branch,
-    steering_branch,
-)
+from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE, Normalize
+from equimod_plugin.branch import make_branch
+from equimod_plugin.terms import TermSpec
 
-__all__ = ["EquivariantModel", "OriginalTransform", "wrap"]
-
-
-class EquivariantModel(nn.Module):
-    """A model and its :class:`EquivarianceBranch`; otherwise it behaves like ``model``.
-
-    Attributes:
-        model: the wrapped model (its state dict keys gain the prefix ``model.``).
-        equivariance: the branch (head, loss, augmentations).
-
-    Made by :func:`wrap`; see its example.
-    """
-
-    def __init__(self, model: nn.Module, branch: EquivarianceBranch) -> None:
-        super().__init__()
-        self.model = model
-        self.equivariance = branch
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The wrapped model's ``forward``, unchanged."""
-        return self.model(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            model = self._modules.get("model")
-            if model is None:
-                raise
-            return getattr(model, name)
-
-    def views(self, images: Tensor) -> tuple[Tensor, ...]:
-        """Normalised views of ``images`` ``(B, 3, H, W)`` in [0, 1], on the model's device."""
-        return self.equivariance.views(images)
-
-    def equivariance_loss(self) -> Tensor:
-        """The weighted equivariance term of this step, a scalar to add to the loss."""
-        return self.equivariance.loss()
-
-    def equivariance_metrics(self) -> dict[str, float]:
-        """Loss and equivariance metrics of the last step, as floats for logging."""
-        return self.equivariance.metrics()
+__all__ = ["EquivariantModel", "OriginalTransform", "attach", "wrap"]
 
 
 class OriginalTransform:
-    """Dataset transform for a wrapped model: the original image as a float tensor.
+    """Dataset transform for a model with an equivariance branch: the original image, as floats.
 
     PIL image (any mode) -> RGB -> ``Resize(size)`` -> ``CenterCrop(size)`` -> ``(3, size,
     size)`` in [0, 1]. Normalisation and augmentation happen on the device, in
-    :meth:`EquivariantModel.views`.
+    :meth:`EquivarianceBranch.views <equimod_plugin.branch.EquivarianceBranch.views>`
+    (``model.equivariance.views``).
 
     Example:
         >>> from PIL import Image
@@ -110,41 +76,50 @@ class OriginalTransform:
         return f"OriginalTransform(size={self.size})"
 
 
-def wrap(
+def attach(
     model: nn.Module,
     augment: ParamAugment | Sequence[ParamAugment],
     *,
-    term: str = "equimod",
+    term: TermSpec = "equimod",
     backbone: str = "backbone",
+    name: str = "equivariance",
     feature_dim: int | None = None,
     weight: float = 1.0,
     loss: nn.Module | None = None,
-    normalize: tuple[Sequence[float], Sequence[float]] | None = IMAGENET_NORMALIZE,
+    normalize: Normalize | tuple[Sequence[float], Sequence[float]] | None = IMAGENET_NORMALIZE,
+    shared_pass: bool = True,
     input_size: int | tuple[int, int] | None = None,
     **term_kwargs: Any,
-) -> tuple[EquivariantModel, OriginalTransform]:
-    """Add EquiMod's equivariance term (or the steering term) to a lightly-style model.
+) -> OriginalTransform:
+    """Attach EquiMod's equivariance term (or another term) to a lightly-style model.
+
+    Registers an :class:`~equimod_plugin.branch.EquivarianceBranch` as the submodule
+    ``model.<name>`` (``model.equivariance``) and changes nothing else of ``model``.
 
     Args:
         model: an ``nn.Module`` whose feature extractor is ``getattr(model, backbone)``.
         augment: the views' augmentation(s), e.g. ``augment.byol_views(32, variant="cifar")``;
             one module is used for both views.
-        term: ``"equimod"`` (:func:`~equimod_plugin.wrap.equimod_branch`) or ``"steering"``
-            (:func:`~equimod_plugin.wrap.steering_branch`).
+        term: ``"equimod"`` (EquiMod's head and NT-Xent), ``"steering"`` (a steering
+            operator, Bhardwaj et al.), a built :class:`~equimod_plugin.terms.Term`, or a
+            builder ``(feature_dim, augment, **kwargs) -> Term``.
         backbone: name of the feature-extractor attribute.
+        name: name of the branch's attribute on ``model``.
         feature_dim: expected width of the flattened backbone output (checked), or ``None``.
         weight: lambda, the equivariance term's weight.
         loss: the term's loss (default: EquiMod's NT-Xent at temperature 0.2, or the
             steering cosine loss).
-        normalize: ``(mean, std)`` applied on the device after augmenting; default ImageNet's,
-            as in lightly's transforms; ``None`` to skip.
+        normalize: applied on the device after augmenting; default ImageNet's, as in lightly's
+            transforms; ``None`` to skip. See :class:`~equimod_plugin.augment.Normalize`.
+        shared_pass: one batched backbone pass for originals and views (default); see
+            :class:`~equimod_plugin.branch.EquivarianceBranch`.
         input_size: size of the originals the dataset yields (default: the views' size).
         term_kwargs: widths of :class:`~equimod_plugin.heads.EquivarianceHead`, or ``kind``,
             ``rank``, ... of :class:`~equimod_plugin.steering.SteeringOperator`.
 
     Returns:
-        ``(wrapped_model, transform)``: build the optimizer from ``wrapped_model.parameters()``
-        and give ``transform`` to the dataset.
+        the dataset transform that yields the originals (:class:`OriginalTransform`). Build
+        the optimizer from ``model.parameters()`` afterwards.
 
     Example:
         >>> import torch
@@ -157,10 +132,13 @@ def wrap(
         ...         self.head = nn.Linear(8, 4)
         ...     def forward(self, x):
         ...         return self.head(self.backbone(x).flatten(1))
-        >>> model, transform = wrap(Model(), augment.byol(16), hidden_dim=32)
-        >>> x0, x1 = model.views(torch.rand(4, 3, 16, 16))
-        >>> loss = (model(x0) - model(x1)).pow(2).mean() + model.equivariance_loss()
+        >>> model = Model()
+        >>> transform = attach(model, augment.byol(16), hidden_dim=32)
+        >>> x0, x1 = model.equivariance.views(torch.rand(4, 3, 16, 16))
+        >>> loss = (model(x0) - model(x1)).pow(2).mean() + model.equivariance.loss()
         >>> loss.backward()
+        >>> type(model).__name__, sorted(model.state_dict())[:2]
+        ('Model', ['backbone.0.bias', 'backbone.0.weight'])
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -171,18 +149,51 @@ def wrap(
             f"models keep their feature extractor in model.backbone; pass backbone='<name>' "
             f"for another attribute"
         )
-    builders = {"equimod": equimod_branch, "steering": steering_branch}
-    if term not in builders:
-        raise ValueError(f"term must be one of {sorted(builders)}, got {term!r}")
-    branch = builders[term](
+    if hasattr(model, name):
+        raise ValueError(
+            f"model ({type(model).__name__}) already has an attribute {name!r}; pass "
+            "name='<another name>' to attach the branch under another name"
+        )
+    branch = make_branch(
         feature_extractor,
         augment,
-        feature_dim=feature_dim,
+        term,
+        feature_dim,
+        {"loss": loss, **term_kwargs},
         weight=weight,
-        loss=loss,
         normalize=normalize,
-        **term_kwargs,
+        shared_pass=shared_pass,
     )
+    model.add_module(name, branch)
     size = input_size if input_size is not None else branch.output_size
-    assert size is not None  # equimod_branch checked that a crop sets it
-    return EquivariantModel(model, branch), OriginalTransform(size)
+    assert size is not None  # _branch checked that a crop sets it
+    return OriginalTransform(size)
+
+
+def wrap(
+    model: nn.Module, augment: ParamAugment | Sequence[ParamAugment], **kwargs: Any
+) -> tuple[nn.Module, OriginalTransform]:
+    """Former entry point: :func:`attach`, returning ``(model, transform)``.
+
+    ``model`` is the same object, with the branch as ``model.equivariance``: call
+    ``model.equivariance.views(...)`` / ``.loss()`` / ``.metrics()`` where the former wrapped
+    model had ``views`` / ``equivariance_loss`` / ``equivariance_metrics``.
+    """
+    warnings.warn(
+        "wrap(model, augment) is now attach(model, augment), which returns the transform and "
+        "keeps your model object: use model.equivariance.views(images) and "
+        "model.equivariance.loss() (no model.views / model.equivariance_loss any more)",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return model, attach(model, augment, **kwargs)
+
+
+class EquivariantModel:
+    """Removed: :func:`attach` keeps your model and adds ``model.equivariance`` instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "EquivariantModel was removed: attach(model, augment) registers the branch on your "
+            "own model as model.equivariance (views(), loss(), metrics())"
+        )

@@ -16,10 +16,12 @@ What the mixin changes, and nothing else:
 
 - ``training_step`` receives ``[indexes, originals (B, 3, H, W) in [0, 1], targets]``, makes the
   two views and their parameters on the device and runs the backbone once on
-  ``cat[originals, view 1, view 2]`` (:class:`~equimod_plugin.wrap.EquivarianceBranch`). It
+  ``cat[originals, view 1, view 2]`` (:class:`~equimod_plugin.branch.EquivarianceBranch`). It
   then calls the method's own ``training_step`` with ``[indexes, [view 1, view 2], targets]``:
   the method's ``self.backbone(view)`` calls return their slices of that pass, so the method's
-  loss, online classifier, kNN and momentum branch run unchanged. It returns the method's loss
+  loss, online classifier, kNN and momentum branch run unchanged. The views are made in
+  ``channels_last`` unless ``no_channel_last`` is set, so solo-learn's own conversion of the
+  inputs returns the very views. It returns the method's loss
   plus ``weight`` times the equivariance loss, and logs the term's metrics in solo-learn's
   style: ``train_equimod_loss``, ``train_equimod_absolute``, ``train_equimod_relative``, ...
   (``train_steering_*`` for the steering term).
@@ -39,38 +41,40 @@ keyword arguments of the constructor, which take precedence; every key is option
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+import torch
 from torch import Tensor, nn
 
+try:
+    from omegaconf import DictConfig, OmegaConf, open_dict
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "equimod_plugin.integrations.solo needs omegaconf (and solo-learn): install it with "
+        "pip install 'equimod-plugin[solo]'"
+    ) from error
+
 from equimod_plugin.augment import ParamAugment
+from equimod_plugin.augment.normalize import CIFAR10_NORMALIZE, IMAGENET_NORMALIZE
 from equimod_plugin.augment.presets import Variant, byol_views, simclr
+from equimod_plugin.branch import EquivarianceBranch, make_branch
 from equimod_plugin.integrations.lightly import OriginalTransform
-from equimod_plugin.wrap import (
-    IMAGENET_NORMALIZE,
-    EquivarianceBranch,
-    equimod_branch,
-    steering_branch,
-)
+from equimod_plugin.terms import TERM_BUILDERS
 
 __all__ = ["EquiModSettings", "EquivariantMixin", "OriginalTransform", "equivariant"]
 
-Normalize = tuple[Sequence[float], Sequence[float]]
+MeanStd = tuple[Sequence[float], Sequence[float]]
 
 # Per dataset: view size, preset variant and the normalisation of solo-learn's validation
 # transform (solo/data/classification_dataloader.py), which the views must match.
-_CIFAR_NORMALIZE = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
-_DATASETS: dict[str, tuple[int, Variant, Normalize]] = {
-    "cifar10": (32, "cifar", _CIFAR_NORMALIZE),
-    "cifar100": (32, "cifar", _CIFAR_NORMALIZE),
+_DATASETS: dict[str, tuple[int, Variant, MeanStd]] = {
+    "cifar10": (32, "cifar", CIFAR10_NORMALIZE),
+    "cifar100": (32, "cifar", CIFAR10_NORMALIZE),
     "stl10": (96, "imagenet", ((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261))),
 }
-_OTHER_DATASET: tuple[int, Variant, Normalize] = (224, "imagenet", IMAGENET_NORMALIZE)
-_BUILDERS = {"equimod": equimod_branch, "steering": steering_branch}
+_OTHER_DATASET: tuple[int, Variant, MeanStd] = (224, "imagenet", IMAGENET_NORMALIZE)
 _PRESETS = ("byol", "simclr")
 
 
@@ -107,7 +111,7 @@ class EquiModSettings:
     size: int | None = None
     augment_kwargs: dict[str, Any] = field(default_factory=dict)
     term_kwargs: dict[str, Any] = field(default_factory=dict)
-    normalize: Normalize | None = None
+    normalize: MeanStd | None = None
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig, **overrides: Any) -> EquiModSettings:
@@ -131,9 +135,9 @@ class EquiModSettings:
             if values.get(name) is None:
                 values[name] = default
         settings = cls(**values)
-        if settings.term not in _BUILDERS:
+        if settings.term not in TERM_BUILDERS:
             raise ValueError(
-                f"equimod.term must be one of {sorted(_BUILDERS)}, got {settings.term!r}"
+                f"equimod.term must be one of {sorted(TERM_BUILDERS)}, got {settings.term!r}"
             )
         if settings.preset not in _PRESETS:
             raise ValueError(f"equimod.preset must be one of {_PRESETS}, got {settings.preset!r}")
@@ -165,7 +169,7 @@ class EquivariantMixin:
         settings: :class:`EquiModSettings` fields, overriding ``cfg.equimod``.
 
     Attributes:
-        equivariance: the :class:`~equimod_plugin.wrap.EquivarianceBranch` (term, views).
+        equivariance: the :class:`~equimod_plugin.branch.EquivarianceBranch` (term, views).
         equimod_settings: the resolved :class:`EquiModSettings`.
     """
 
@@ -201,13 +205,15 @@ class EquivariantMixin:
                 "data.num_small_crops=0)"
             )
         self.equimod_settings = resolved
-        self.equivariance: EquivarianceBranch = _BUILDERS[resolved.term](
+        self.equivariance: EquivarianceBranch = make_branch(
             self.backbone,
             resolved.augmentations() if augment is None else augment,
-            feature_dim=self.features_dim,
+            resolved.term,
+            self.features_dim,
+            resolved.term_kwargs,
             weight=resolved.weight,
             normalize=resolved.normalize,
-            **resolved.term_kwargs,
+            memory_format=torch.contiguous_format if self.no_channel_last else torch.channels_last,
         )
 
     @property
@@ -234,8 +240,7 @@ class EquivariantMixin:
                 )
             originals = originals[0]
         views = self.equivariance.views(originals)
-        with self._inputs_as_given():
-            loss = super().training_step([indexes, list(views), targets], batch_idx)  # type: ignore[misc]
+        loss = super().training_step([indexes, list(views), targets], batch_idx)  # type: ignore[misc]
         if not isinstance(loss, Tensor) or loss.ndim != 0:
             raise TypeError(
                 f"{type(self).__name__}.training_step must return a scalar loss tensor to add "
@@ -246,20 +251,6 @@ class EquivariantMixin:
         metrics = {prefix + key: value for key, value in self.equivariance.metrics().items()}
         self.log_dict(metrics, on_epoch=True, sync_dist=True)  # type: ignore[attr-defined]
         return loss
-
-    @contextmanager
-    def _inputs_as_given(self) -> Iterator[None]:
-        """Skip solo-learn's ``channels_last`` conversion of the inputs during the step.
-
-        The conversion copies a view, and the backbone only serves the view tensors it made;
-        a copy would run the backbone again. The shared pass has computed the views already.
-        """
-        no_channel_last = self.no_channel_last
-        self.no_channel_last = True
-        try:
-            yield
-        finally:
-            self.no_channel_last = no_channel_last
 
 
 M = TypeVar("M", bound=type)

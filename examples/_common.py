@@ -15,7 +15,7 @@ import torchvision
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import to_pil_image
 
-from equimod_plugin.datasets import load_fashion_mnist
+from equimod_plugin.eval.datasets import load_fashion_mnist
 
 FULL = {"epochs": 10, "batch_size": 256, "num_workers": min(8, os.cpu_count() or 1)}
 SMOKE = {"epochs": 2, "batch_size": 8, "num_workers": 0}

@@ -17,7 +17,7 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
 from equimod_plugin import SteeringLoss, SteeringOperator
-from equimod_plugin.datasets import load_fashion_mnist, random_hue_labels, tint
+from equimod_plugin.eval.datasets import load_fashion_mnist, random_hue_labels, tint
 from equimod_plugin.wrap import IMAGENET_NORMALIZE, EquivarianceBranch
 
 

@@ -5,7 +5,7 @@ term through an ``equimod_branch`` on ``augment.byol_views(32, variant="cifar")`
 Fashion-MNIST sample shipped with the package, each item tinted with one of 8 hues 45 degrees
 apart (grey images would make saturation, hue and grayscale no-ops), or loads it from
 ``--checkpoint``. Then fits a post-hoc steering operator on the frozen encoder's standardised
-features, and runs ``equimod_plugin.report.augmentation_report`` on held-out test images: one
+features, and runs ``equimod_plugin.eval.report.augmentation_report`` on held-out test images: one
 augmentation knob at a time around the identity (BYOL view 2's knobs: crop scale and position,
 flip, brightness, contrast, saturation, hue, grayscale, blur sigma, solarise), how far the
 backbone features move, and how much of the move EquiMod's head and the steering operator
@@ -37,9 +37,9 @@ from torch import Tensor, nn
 
 from _tinted import fit_operator, normalize, tinted_split, train_byol
 from equimod_plugin import SteeringOperator, augment, equimod_branch
-from equimod_plugin.datasets import fashion_mnist_source
-from equimod_plugin.evaluation import extract_features
-from equimod_plugin.report import AugmentationReport, augmentation_report
+from equimod_plugin.eval.datasets import fashion_mnist_source
+from equimod_plugin.eval.probes import extract_features
+from equimod_plugin.eval.report import AugmentationReport, augmentation_report
 from equimod_plugin.wrap import EquivarianceBranch
 from quickstart import BYOL, convnet
 

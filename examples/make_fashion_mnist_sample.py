@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from equimod_plugin.datasets import DEBIAN_FASHION_MNIST, read_idx
+from equimod_plugin.eval.datasets import DEBIAN_FASHION_MNIST, read_idx
 
 OUT = Path(__file__).resolve().parents[1] / "equimod_plugin" / "_data"
 SPLITS = {"train": 500, "t10k": 100}

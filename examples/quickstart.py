@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from equimod_plugin import augment
 from equimod_plugin.augment import Normalize
-from equimod_plugin.datasets import fashion_mnist_source, load_fashion_mnist
-from equimod_plugin.evaluation import extract_features, linear_probe
+from equimod_plugin.eval.datasets import fashion_mnist_source, load_fashion_mnist
+from equimod_plugin.eval.probes import extract_features, linear_probe
 from equimod_plugin.integrations.lightly import attach
 
 

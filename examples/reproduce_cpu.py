@@ -55,8 +55,8 @@ from torch import Tensor, nn
 
 from _tinted import normalize, tinted_split
 from equimod_plugin import EquiModLoss, augment, equimod_branch, steering_branch
-from equimod_plugin.datasets import fashion_mnist_source
-from equimod_plugin.evaluation import eta_squared, extract_features, knn_accuracy, linear_probe
+from equimod_plugin.eval.datasets import fashion_mnist_source
+from equimod_plugin.eval.probes import eta_squared, extract_features, knn_accuracy, linear_probe
 from equimod_plugin.wrap import EquivarianceBranch
 from quickstart import BYOL, convnet
 

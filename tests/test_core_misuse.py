@@ -16,8 +16,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from equimod_plugin import EquivarianceHead, SteeringOperator, augment
-from equimod_plugin.datasets import load_fashion_mnist, random_hue_labels, tint
-from equimod_plugin.evaluation import extract_features, knn_accuracy, linear_probe
+from equimod_plugin.eval.datasets import load_fashion_mnist, random_hue_labels, tint
+from equimod_plugin.eval.probes import extract_features, knn_accuracy, linear_probe
 from equimod_plugin.tta import SteeredTTA, dispersion, tta_params
 
 KINDS = ["low_rank", "exponential", "full"]

@@ -11,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from equimod_plugin import datasets
-from equimod_plugin.datasets import (
+from equimod_plugin.eval import datasets
+from equimod_plugin.eval.datasets import (
     DEBIAN_FASHION_MNIST,
     fashion_mnist_source,
     load_fashion_mnist,

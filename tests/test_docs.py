@@ -35,9 +35,9 @@ PUBLIC_MODULES = [
     "equimod_plugin.step",
     "equimod_plugin.terms",
     "equimod_plugin.tta",
-    "equimod_plugin.evaluation",
-    "equimod_plugin.report",
-    "equimod_plugin.datasets",
+    "equimod_plugin.eval.probes",
+    "equimod_plugin.eval.report",
+    "equimod_plugin.eval.datasets",
     "equimod_plugin.integrations.lightly",
     "equimod_plugin.integrations.solo",
 ]

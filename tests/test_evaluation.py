@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from equimod_plugin import evaluation
-from equimod_plugin.evaluation import (
+from equimod_plugin.eval import probes as evaluation
+from equimod_plugin.eval.probes import (
     eta_squared,
     extract_features,
     knn_accuracy,

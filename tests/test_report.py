@@ -13,13 +13,13 @@ from torch import Tensor, nn
 from equimod_plugin import EquivarianceHead, SteeringOperator, SteeringTerm, augment
 from equimod_plugin.augment import ColorJitter, HorizontalFlip, ParamAugment, ParamOp
 from equimod_plugin.augment.functional import GRAY_WEIGHTS
-from equimod_plugin.metrics import equivariance_metrics
-from equimod_plugin.report import (
+from equimod_plugin.eval.report import (
     AugmentationReport,
     Sweep,
     augmentation_report,
     default_sweeps,
 )
+from equimod_plugin.metrics import equivariance_metrics
 
 JITTER = (0.2, 0.2, 0.2, 0.05)
 

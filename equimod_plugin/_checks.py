@@ -20,8 +20,10 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_flags",
     "check_images",
     "check_matrix",
+    "check_positive_int",
     "check_same_device",
     "check_views",
     "validation",
@@ -174,3 +176,17 @@ def check_views(
         )
     for k, view in enumerate(t):
         check_matrix(view, f"{name}[{k}]", rows=rows, cols=cols, what=what)
+
+
+def check_flags(**flags: object) -> None:
+    """Each keyword must be a ``bool`` (``1``, ``"yes"`` and ``None`` are rejected by name)."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r} (pass True or False)")
+
+
+def check_positive_int(value: object, name: str, meaning: str = "") -> None:
+    """``value`` must be an ``int`` >= 1 (not a bool); ``meaning`` says what it sizes."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        what = f" ({meaning})" if meaning else ""
+        raise ValueError(f"{name} must be a positive int{what}, got {value!r}")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equimod_plugin._checks import check_images, validation, validation_enabled
+from equimod_plugin._checks import check_flags, check_images, validation, validation_enabled
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE, Normalize
 from equimod_plugin.step import CaptureViews, ServeViews, Step
@@ -172,9 +172,7 @@ class EquivarianceBranch(nn.Module):
         validate: bool = True,
     ) -> None:
         super().__init__()
-        for name, flag in (("validate", validate), ("shared_pass", shared_pass)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        check_flags(validate=validate, shared_pass=shared_pass)
         self.validate = validate
         self.shared_pass = shared_pass
         if not isinstance(memory_format, torch.memory_format):
@@ -351,18 +349,44 @@ class EquivarianceBranch(nn.Module):
 def make_branch(
     backbone: nn.Module,
     augment: ParamAugment | Sequence[ParamAugment],
-    term: TermSpec,
-    feature_dim: int | None,
-    term_kwargs: dict[str, Any],
-    **branch_kwargs: Any,
+    term: TermSpec = "equimod",
+    *,
+    feature_dim: int | None = None,
+    shared_pass: bool = True,
+    weight: float = 1.0,
+    normalize: NormalizeSpec = IMAGENET_NORMALIZE,
+    validate: bool = True,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    **term_kwargs: Any,
 ) -> EquivarianceBranch:
-    """A branch with the term ``term`` sized for ``backbone`` (the integrations' builder).
+    """An :class:`EquivarianceBranch` with the term ``term``, sized for ``backbone``.
 
-    Infers the feature width with :func:`infer_feature_dim` (checked against
-    ``feature_dim`` when given), builds the term with
-    :func:`~equimod_plugin.terms.build_term` on the backbone's device and dtype, and passes
-    ``branch_kwargs`` (``weight``, ``normalize``, ``shared_pass``, ``validate``) to
-    :class:`EquivarianceBranch`.
+    Infers the backbone's feature width with :func:`infer_feature_dim` (a dry run on zeros,
+    checked against ``feature_dim`` when given), builds the term with
+    :func:`~equimod_plugin.terms.build_term` on the backbone's device and dtype, and makes the
+    branch.
+
+    Args:
+        backbone: the feature extractor (e.g. ``model.backbone``).
+        augment: the views' augmentation(s); see :class:`EquivarianceBranch`.
+        term: ``"equimod"``, ``"steering"``, a built term or a builder (see
+            :func:`~equimod_plugin.terms.build_term`).
+        feature_dim: expected width of the backbone's flattened output, or ``None``.
+        shared_pass, weight, normalize, validate, memory_format: see
+            :class:`EquivarianceBranch`.
+        term_kwargs: the term's arguments: ``loss`` and the widths of
+            :class:`~equimod_plugin.heads.EquivarianceHead` for EquiMod; ``loss``, ``kind``,
+            ``rank``, ``num_generators``, ``hidden_dim`` for steering.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from equimod_plugin import augment
+        >>> backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> branch = make_branch(backbone, augment.byol_views(16), "steering", rank=2)
+        >>> x1, x2 = branch.views(torch.rand(4, 3, 16, 16))
+        >>> branch.loss().shape, branch.term.feature_dim
+        (torch.Size([]), 8)
     """
     first = augment if isinstance(augment, ParamAugment) else augment[0]
     if not isinstance(first, ParamAugment):
@@ -377,32 +401,27 @@ def make_branch(
             f"image (flattened) at size {size}"
         )
     built = build_term(term, inferred, first, **term_kwargs)
-    device, dtype = _device_of(backbone), _float_dtype_of(backbone)
-    built.to(device=device, dtype=dtype)
-    return EquivarianceBranch(backbone, augment, built, **branch_kwargs)
+    built.to(device=_device_of(backbone), dtype=_float_dtype_of(backbone))
+    return EquivarianceBranch(
+        backbone,
+        augment,
+        built,
+        weight=weight,
+        normalize=normalize,
+        shared_pass=shared_pass,
+        memory_format=memory_format,
+        validate=validate,
+    )
 
 
 def equimod_branch(
-    backbone: nn.Module,
-    augment: ParamAugment | Sequence[ParamAugment],
-    *,
-    feature_dim: int | None = None,
-    weight: float = 1.0,
-    loss: nn.Module | None = None,
-    normalize: NormalizeSpec = IMAGENET_NORMALIZE,
-    shared_pass: bool = True,
-    **head_kwargs: Any,
+    backbone: nn.Module, augment: ParamAugment | Sequence[ParamAugment], **kwargs: Any
 ) -> EquivarianceBranch:
-    """An :class:`EquivarianceBranch` with EquiMod's term, sized for ``backbone``.
+    """:func:`make_branch` with EquiMod's term (Devillers & Lefort, ICLR 2023).
 
-    Args:
-        backbone: the feature extractor (e.g. ``model.backbone``).
-        augment: the views' augmentation(s); see :class:`EquivarianceBranch`.
-        feature_dim: width of the backbone's flattened output; inferred with a dry run on
-            zeros when ``None``, checked against the dry run otherwise.
-        weight, normalize, shared_pass: see :class:`EquivarianceBranch`.
-        loss: the equivariance loss, default :class:`~equimod_plugin.losses.EquiModLoss`.
-        head_kwargs: widths of :class:`~equimod_plugin.heads.EquivarianceHead`.
+    ``kwargs``: those of :func:`make_branch` (``feature_dim``, ``weight``, ``normalize``,
+    ``shared_pass``, ...), ``loss`` (default :class:`~equimod_plugin.losses.EquiModLoss`) and
+    the widths of :class:`~equimod_plugin.heads.EquivarianceHead`.
 
     Example:
         >>> import torch
@@ -415,33 +434,16 @@ def equimod_branch(
         >>> sorted(branch.metrics())
         ['absolute', 'cos_original', 'cos_pred', 'loss', 'relative']
     """
-    return make_branch(
-        backbone,
-        augment,
-        "equimod",
-        feature_dim,
-        {"loss": loss, **head_kwargs},
-        weight=weight,
-        normalize=normalize,
-        shared_pass=shared_pass,
-    )
+    return make_branch(backbone, augment, "equimod", **kwargs)
 
 
 def steering_branch(
-    backbone: nn.Module,
-    augment: ParamAugment | Sequence[ParamAugment],
-    *,
-    feature_dim: int | None = None,
-    weight: float = 1.0,
-    loss: nn.Module | None = None,
-    normalize: NormalizeSpec = IMAGENET_NORMALIZE,
-    shared_pass: bool = True,
-    **operator_kwargs: Any,
+    backbone: nn.Module, augment: ParamAugment | Sequence[ParamAugment], **kwargs: Any
 ) -> EquivarianceBranch:
-    """An :class:`EquivarianceBranch` with the steering term of Bhardwaj et al.
+    """:func:`make_branch` with the steering term of Bhardwaj et al. (2023).
 
-    Same arguments as :func:`equimod_branch`; ``operator_kwargs`` (``kind``, ``rank``,
-    ``num_generators``, ``hidden_dim``) configure the
+    ``kwargs``: those of :func:`make_branch`, ``loss`` (default ``SteeringLoss("cosine")``),
+    ``kind``, ``rank``, ``num_generators``, ``hidden_dim`` of the
     :class:`~equimod_plugin.steering.SteeringOperator`, whose identity is the augmentation's
     identity parameters. The trained operator is ``branch.term.operator``.
 
@@ -449,22 +451,10 @@ def steering_branch(
       https://arxiv.org/abs/2302.11349
 
     Example:
-        >>> import torch
         >>> from torch import nn
         >>> from equimod_plugin import augment
-        >>> backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        >>> branch = steering_branch(backbone, augment.byol(16), rank=2)
-        >>> x1, x2 = branch.views(torch.rand(4, 3, 16, 16))
-        >>> branch.loss().shape, type(branch.term.operator).__name__
-        (torch.Size([]), 'LowRankSteering')
+        >>> encoder = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1))
+        >>> type(steering_branch(encoder, augment.byol(16), rank=2).term.operator).__name__
+        'LowRankSteering'
     """
-    return make_branch(
-        backbone,
-        augment,
-        "steering",
-        feature_dim,
-        {"loss": loss, **operator_kwargs},
-        weight=weight,
-        normalize=normalize,
-        shared_pass=shared_pass,
-    )
+    return make_branch(backbone, augment, "steering", **kwargs)

@@ -8,14 +8,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from equimod_plugin._checks import check_like, check_matrix, check_views
+from equimod_plugin._checks import check_like, check_matrix, check_positive_int, check_views
 
 __all__ = ["EquivarianceHead", "EquivarianceOutput"]
-
-
-def _check_positive_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _mlp(input_dim: int, hidden_dims: Sequence[int], output_dim: int) -> nn.Sequential:
@@ -116,7 +111,7 @@ class EquivarianceHead(nn.Module):
             ("param_embed_dim", param_embed_dim),
             ("num_projector_layers", num_projector_layers),
         ):
-            _check_positive_int(value, name)
+            check_positive_int(value, name)
         if isinstance(predictor_hidden_dims, str) or not isinstance(
             predictor_hidden_dims, Sequence
         ):
@@ -125,7 +120,7 @@ class EquivarianceHead(nn.Module):
                 f"got {predictor_hidden_dims!r}"
             )
         for i, value in enumerate(predictor_hidden_dims):
-            _check_positive_int(value, f"predictor_hidden_dims[{i}]")
+            check_positive_int(value, f"predictor_hidden_dims[{i}]")
         self.input_dim = input_dim
         self.param_dim = param_dim
         self.output_dim = output_dim

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from equimod_plugin import _distributed
-from equimod_plugin._checks import check_same_device, check_views
+from equimod_plugin._checks import check_flags, check_same_device, check_views
 
 __all__ = ["EquiModCosineLoss", "EquiModLoss"]
 
@@ -84,12 +84,7 @@ class EquiModLoss(nn.Module):
             )
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-        for name, flag in (
-            ("exclude_sibling", exclude_sibling),
-            ("gather_distributed", gather_distributed),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        check_flags(exclude_sibling=exclude_sibling, gather_distributed=gather_distributed)
         if gather_distributed and not dist.is_available():
             raise ValueError(
                 "gather_distributed is True but torch.distributed is not available; set "

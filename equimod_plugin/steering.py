@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equimod_plugin import _distributed
-from equimod_plugin._checks import check_matrix, check_same_device
+from equimod_plugin._checks import check_flags, check_matrix, check_positive_int, check_same_device
 
 __all__ = [
     "ExponentialSteering",
@@ -46,8 +46,7 @@ def _check_sizes(**sizes: int | None) -> None:
     for name, value in sizes.items():
         if name == "num_generators" and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int ({_SIZES[name]}), got {value!r}")
+        check_positive_int(value, name, _SIZES[name])
 
 
 class _Hypernetwork(nn.Sequential):
@@ -238,10 +237,8 @@ class LowRankSteering(SteeringOperator):
     :class:`SteeringOperator` for the other kinds). ``kind = "low_rank"``.
 
     Args:
-        dim: width D of the embeddings (backbone features).
-        param_dim: width P of the augmentation parameters (``aug.layout.param_dim``).
-        identity: ``(P,)`` parameters of the identity augmentation, where ``M`` is exactly
-            ``I``; zeros by default.
+        dim, param_dim, identity: as :class:`SteeringOperator` (``M`` is exactly ``I`` at
+            ``identity``).
         rank: rank r of ``U V^T``.
         hidden_dim: hidden width of the hypernetwork.
 
@@ -311,10 +308,8 @@ class ExponentialSteering(SteeringOperator):
     module's dtype. ``kind = "exponential"``.
 
     Args:
-        dim: width D of the embeddings (backbone features).
-        param_dim: width P of the augmentation parameters (``aug.layout.param_dim``).
-        identity: ``(P,)`` parameters of the identity augmentation, where ``M`` is exactly
-            ``I``; zeros by default.
+        dim, param_dim, identity: as :class:`SteeringOperator` (``M`` is exactly ``I`` at
+            ``identity``).
         num_generators: number m of generators ``A_i``; P by default.
 
     Shapes:
@@ -364,16 +359,11 @@ class FullSteering(SteeringOperator):
     ``kind = "full"``.
 
     Args:
-        dim: width D of the embeddings (backbone features).
-        param_dim: width P of the augmentation parameters (``aug.layout.param_dim``).
-        identity: ``(P,)`` parameters of the identity augmentation, where ``M`` is exactly
-            ``I``; zeros by default.
+        dim, param_dim, identity: as :class:`SteeringOperator` (``M`` is exactly ``I`` at
+            ``identity``).
         hidden_dim: hidden width of the hypernetwork.
 
-    Shapes:
-        as :class:`SteeringOperator`.
-
-    Example:
+    Example (shapes as :class:`SteeringOperator`):
         >>> import torch
         >>> op = FullSteering(dim=8, param_dim=3, hidden_dim=16)
         >>> f, a = torch.randn(4, 8), torch.randn(4, 3)
@@ -407,10 +397,10 @@ class SteeringLoss(nn.Module):
             error ``sum |s - t|^2 / sum |t|^2`` (0 for a perfect map, 1 for predicting zero).
         detach_target: stop gradients into ``f(a(x))``, so that the encoder is pulled only
             through the steered side.
-        gather_distributed: for ``"mse"`` under DDP: sum the denominator ``sum |t|^2`` over all
-            processes (with gradients), so that DDP's average of the per-process losses and
-            gradients equals the loss of the whole batch. ``"cosine"`` is a mean over rows
-            and needs nothing (for equal per-process batches).
+        gather_distributed: under DDP, make DDP's average of the per-process losses and
+            gradients equal the loss of the whole batch, also when the processes' batches
+            differ in size: ``"mse"`` sums the denominator ``sum |t|^2`` over all processes
+            (with gradients); ``"cosine"`` divides the local sum by the global row count.
 
     Example:
         >>> import torch
@@ -428,6 +418,7 @@ class SteeringLoss(nn.Module):
         super().__init__()
         if distance not in ("cosine", "mse"):
             raise ValueError(f"distance must be 'cosine' or 'mse', got {distance!r}")
+        check_flags(detach_target=detach_target, gather_distributed=gather_distributed)
         self.distance = distance
         self.detach_target = detach_target
         self.gather_distributed = gather_distributed
@@ -449,10 +440,15 @@ class SteeringLoss(nn.Module):
             raise ValueError("steered and target must have at least one row, got shape (0, D)")
         if self.detach_target:
             target = target.detach()
+        distributed = self.gather_distributed and _distributed.world_size() > 1
         if self.distance == "cosine":
-            return (1 - F.cosine_similarity(steered, target, dim=1)).mean()
+            distance = 1 - F.cosine_similarity(steered, target, dim=1)
+            if distributed:
+                total_rows = sum(_distributed.rows(distance))
+                return _distributed.world_size() * distance.sum() / total_rows
+            return distance.mean()
         error = (steered - target).pow(2).sum()
-        if self.gather_distributed and _distributed.world_size() > 1:
+        if distributed:
             total = _distributed.gather(target.pow(2).sum(dim=1)).sum()
             return _distributed.world_size() * error / total.clamp_min(1e-12)
         return error / target.pow(2).sum().clamp_min(1e-12)

@@ -10,7 +10,7 @@ implement it, and :func:`build_term` is the one place where a term named in a co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -63,11 +63,14 @@ class EquiModTerm(nn.Module):
         param_dim: width P of the augmentation parameters (``aug.layout.param_dim``).
         loss: the loss on ``(y_views, y_pred)``; default :class:`EquiModLoss` with the
             official temperature 0.2.
-        hidden_dim: hidden width of the head's projector (:class:`EquivarianceHead`).
-        output_dim: width of the head's embeddings.
-        param_embed_dim: width of the head's parameter embedding.
-        predictor_hidden_dims: hidden widths of the head's predictor.
-        num_projector_layers: layers of the head's projector (official code: 3).
+        head_kwargs: the widths of :class:`EquivarianceHead` (``hidden_dim``,
+            ``output_dim``, ``param_embed_dim``, ``predictor_hidden_dims``,
+            ``num_projector_layers``), the official code's by default.
+
+    Attributes:
+        feature_dim: width D of the backbone features.
+        param_dim: width P of the augmentation parameters.
+        head: the :class:`EquivarianceHead`.
 
     Example:
         >>> import torch
@@ -82,22 +85,11 @@ class EquiModTerm(nn.Module):
         feature_dim: int,
         param_dim: int,
         loss: nn.Module | None = None,
-        hidden_dim: int = 2048,
-        output_dim: int = 128,
-        param_embed_dim: int = 128,
-        predictor_hidden_dims: Sequence[int] = (),
-        num_projector_layers: int = 3,
+        **head_kwargs: Any,
     ) -> None:
         super().__init__()
-        self.head = EquivarianceHead(
-            feature_dim,
-            param_dim,
-            hidden_dim=hidden_dim,
-            output_dim=output_dim,
-            param_embed_dim=param_embed_dim,
-            predictor_hidden_dims=predictor_hidden_dims,
-            num_projector_layers=num_projector_layers,
-        )
+        self.head = EquivarianceHead(feature_dim, param_dim, **head_kwargs)
+        self.feature_dim, self.param_dim = feature_dim, param_dim
         self.loss = EquiModLoss() if loss is None else loss
         self._last: tuple[EquivarianceOutput, Tensor] | None = None
 
@@ -105,16 +97,6 @@ class EquiModTerm(nn.Module):
     def build(cls, feature_dim: int, augment: ParamAugment, **kwargs: Any) -> EquiModTerm:
         """The term for ``feature_dim`` features and ``augment``'s parameters."""
         return cls(feature_dim, augment.layout.param_dim, **kwargs)
-
-    @property
-    def feature_dim(self) -> int:
-        """Width D of the backbone features."""
-        return self.head.input_dim
-
-    @property
-    def param_dim(self) -> int:
-        """Width P of the augmentation parameters."""
-        return self.head.param_dim
 
     def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
         """Loss of predicting the views' embeddings.
@@ -165,6 +147,11 @@ class SteeringTerm(nn.Module):
         standardize: steer standardised features (default) or raw features.
         operator_kwargs: ``rank``, ``num_generators``, ``hidden_dim`` of the operator.
 
+    Attributes:
+        feature_dim: width D of the backbone features.
+        param_dim: width P of the augmentation parameters.
+        operator: the :class:`~equimod_plugin.steering.SteeringOperator` of ``kind``.
+
     Example:
         >>> import torch
         >>> term = SteeringTerm(feature_dim=32, param_dim=18, rank=4)
@@ -187,6 +174,7 @@ class SteeringTerm(nn.Module):
         self.operator = SteeringOperator(
             feature_dim, param_dim, kind=kind, identity=identity, **operator_kwargs
         )
+        self.feature_dim, self.param_dim = feature_dim, param_dim
         self.standardize: nn.Module = (
             nn.BatchNorm1d(feature_dim, affine=False) if standardize else nn.Identity()
         )
@@ -199,28 +187,11 @@ class SteeringTerm(nn.Module):
         identity = augment.identity_params(1)[0]
         return cls(feature_dim, augment.layout.param_dim, identity, **kwargs)
 
-    @property
-    def feature_dim(self) -> int:
-        """Width D of the backbone features."""
-        return self.operator.dim
-
-    @property
-    def param_dim(self) -> int:
-        """Width P of the augmentation parameters."""
-        return self.operator.param_dim
-
     def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
-        """Loss of steering the originals' embeddings to the views' embeddings.
+        """Loss (not weighted) of steering the originals' embeddings to the views'.
 
-        The originals and the views are standardised together, in one call.
-
-        Args:
-            features_o: ``(B, D)`` backbone features of the originals.
-            features_views: ``(V, B, D)`` backbone features of the views.
-            params: ``(V, B, P)`` the views' augmentation parameters.
-
-        Returns:
-            the scalar loss (not weighted).
+        Shapes as :meth:`EquiModTerm.forward`; the originals and the views are standardised
+        together, in one call.
         """
         dim = self.feature_dim
         check_matrix(features_o, "features_o", cols=dim, what="feature_dim")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equimod_plugin._checks import check_matrix
+from equimod_plugin._checks import check_flags, check_matrix
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.augment.ops import check_int
 from equimod_plugin.steering import SteeringOperator
@@ -170,8 +170,7 @@ class SteeredTTA(nn.Module):
                 f"{tuple(params.shape)}"
             )
         check_matrix(params, "params", cols=operator.param_dim, what="P")
-        if not isinstance(grad, bool):
-            raise TypeError(f"grad must be a bool, got {grad!r}")
+        check_flags(grad=grad)
         self.encoder = encoder
         self.operator = operator
         self.grad = grad

@@ -466,7 +466,7 @@ def test_a_model_cast_to_another_dtype_trains(dtype):
 def test_channels_last_views_are_served_after_the_models_conversion():
     backbone = convnet()
     aug = augment.simclr(SIZE, variant="cifar")
-    branch = make_branch(backbone, aug, "equimod", None, WIDTHS, memory_format=torch.channels_last)
+    branch = make_branch(backbone, aug, memory_format=torch.channels_last, **WIDTHS)
     x0, x1 = branch.views(torch.rand(4, 3, SIZE, SIZE))
     converted = x0.to(memory_format=torch.channels_last)
     assert converted is x0 and backbone(converted) is branch.step.features[1]

@@ -51,18 +51,27 @@ def make_term(name: str) -> nn.Module:
         term = EquiModTerm(DIM, P, loss=EquiModCosineLoss(), hidden_dim=8, output_dim=4)
     elif name == "steering_cosine":
         term = SteeringTerm(DIM, P, rank=2, hidden_dim=8)
+    elif name == "steering_cosine_gathered":
+        loss = SteeringLoss("cosine", gather_distributed=True)
+        term = SteeringTerm(DIM, P, loss=loss, rank=2, hidden_dim=8)
     else:  # steering_mse
         loss = SteeringLoss("mse", gather_distributed=True)
         term = SteeringTerm(DIM, P, loss=loss, rank=2, hidden_dim=8)
     return term.eval()
 
 
-TERMS = ["equimod", "equimod_sibling", "equimod_cosine", "steering_cosine", "steering_mse"]
-# The losses that gather also match one process when the ranks' batch sizes differ (the
-# cosine losses are per-rank means: DDP's average of them weights the ranks equally).
-RUNS = [(name, "equal") for name in TERMS] + [
-    (name, "unequal") for name in ("equimod", "equimod_sibling", "steering_mse")
+TERMS = [
+    "equimod",
+    "equimod_sibling",
+    "equimod_cosine",
+    "steering_cosine",
+    "steering_cosine_gathered",
+    "steering_mse",
 ]
+# The losses that gather also match one process when the ranks' batch sizes differ (the
+# plain cosine losses are per-rank means: DDP's average of them weights the ranks equally).
+GATHERED = ("equimod", "equimod_sibling", "steering_cosine_gathered", "steering_mse")
+RUNS = [(name, "equal") for name in TERMS] + [(name, "unequal") for name in GATHERED]
 
 
 def rank_rows(split: str, rank: int) -> slice:
@@ -156,7 +165,7 @@ def test_ddp_steering_mse_equals_one_process_on_the_whole_batch(
 
 @pytest.mark.slow
 @pytest.mark.exactness
-@pytest.mark.parametrize("name", ["equimod", "equimod_sibling", "steering_mse"])
+@pytest.mark.parametrize("name", GATHERED)
 def test_ddp_with_unequal_rank_batches_equals_one_process_on_the_whole_batch(
     name: str, ddp_results: list[dict[str, Any]]
 ) -> None:

@@ -32,14 +32,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from equimod_plugin.integrations import missing_extra
+
 try:
     import torchvision.transforms as T
     from PIL import Image
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "equimod_plugin.integrations.lightly needs torchvision and Pillow: install them with "
-        "pip install 'equimod-plugin[lightly]'"
-    ) from error
+    raise missing_extra("lightly", "lightly", error) from error
 
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE, Normalize
@@ -158,11 +157,12 @@ def attach(
         feature_extractor,
         augment,
         term,
-        feature_dim,
-        {"loss": loss, **term_kwargs},
+        feature_dim=feature_dim,
         weight=weight,
+        loss=loss,
         normalize=normalize,
         shared_pass=shared_pass,
+        **term_kwargs,
     )
     model.add_module(name, branch)
     size = input_size if input_size is not None else branch.output_size

@@ -48,13 +48,12 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from equimod_plugin.integrations import missing_extra
+
 try:
     from omegaconf import DictConfig, OmegaConf, open_dict
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "equimod_plugin.integrations.solo needs omegaconf (and solo-learn): install it with "
-        "pip install 'equimod-plugin[solo]'"
-    ) from error
+    raise missing_extra("solo", "solo", error) from error
 
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.augment.normalize import CIFAR10_NORMALIZE, IMAGENET_NORMALIZE
@@ -209,11 +208,11 @@ class EquivariantMixin:
             self.backbone,
             resolved.augmentations() if augment is None else augment,
             resolved.term,
-            self.features_dim,
-            resolved.term_kwargs,
+            feature_dim=self.features_dim,
             weight=resolved.weight,
             normalize=resolved.normalize,
             memory_format=torch.contiguous_format if self.no_channel_last else torch.channels_last,
+            **resolved.term_kwargs,
         )
 
     @property

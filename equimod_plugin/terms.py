@@ -130,7 +130,7 @@ class SteeringTerm(nn.Module):
     statistics in eval mode): on raw features a cosine or MSE loss has a shortcut, since an
     encoder that adds one large component shared by all images brings every raw cosine near 1
     without steering anything (ReLU-then-pooling features are all non-negative, so this
-    happened in ``examples/steering_eval.py``). Standardising removes the shared component
+    happened in ``experiments/steering_eval.py``). Standardising removes the shared component
     and makes the loss blind to the features' scale. ``standardize=False`` steers the raw
     features. At test time, steer in the same space: :meth:`SteeredTTA.from_term
     <equimod_plugin.tta.SteeredTTA.from_term>` appends ``term.standardize`` to the encoder.

@@ -27,8 +27,10 @@ settings are chosen to run on a small dataset with a single GPU, not those of th
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
+import os
 import sys
 
 import pytorch_lightning as pl
@@ -40,9 +42,9 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
-from _common import format_metrics, load_dataset, parse_args
 from equimod_plugin import equimod_branch
 from equimod_plugin.augment import byol_views
+from equimod_plugin.eval.datasets import FashionMNISTSample
 from equimod_plugin.integrations.lightly import OriginalTransform
 
 
@@ -97,13 +99,33 @@ class BYOL(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.06)
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="datasets/cifar10", help="CIFAR-10 root, downloaded on first use")
+    parser.add_argument("--epochs", type=int, help="default 10, smoke 2")
+    parser.add_argument("--batch-size", type=int, help="default 256, smoke 8")
+    parser.add_argument("--num-workers", type=int, help="data loading processes (default up to 8, smoke 0)")
+    parser.add_argument("--smoke", action="store_true", help="2 batches per epoch of shipped images, no download")
+    args = parser.parse_args()
+    full = {"epochs": 10, "batch_size": 256, "num_workers": min(8, os.cpu_count() or 1)}
+    for name, value in ({"epochs": 2, "batch_size": 8, "num_workers": 0} if args.smoke else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error(f"--epochs and --batch-size must be positive, got {args.epochs} and {args.batch_size}")
+    return args
+
+
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args()
 
     model = BYOL()
 
     transform = OriginalTransform(32)  # equimod
-    dataset = load_dataset(args, transform)
+    if args.smoke:  # 2 batches of the Fashion-MNIST sample shipped with equimod_plugin
+        dataset = FashionMNISTSample(transform, n=2 * args.batch_size)
+    else:
+        dataset = torchvision.datasets.CIFAR10(args.data_dir, download=True, transform=transform)
     # or create a dataset from a folder containing images or videos:
     # dataset = LightlyDataset("path/to/folder", transform=transform)
 
@@ -125,9 +147,9 @@ def main() -> None:
     trainer.fit(model=model, train_dataloaders=dataloader)
 
     metrics = trainer.callback_metrics  # epoch means of the last epoch
-    equimod = {name: value for name, value in metrics.items() if name.startswith("equimod/")}
+    equimod = ", ".join(f"{name}: {value:.4f}" for name, value in metrics.items() if name.startswith("equimod/"))
     loss = float(metrics["loss_epoch"])
-    print(f"epoch: {trainer.current_epoch - 1:>02}, loss: {loss:.5f}, {format_metrics(equimod)}")
+    print(f"epoch: {trainer.current_epoch - 1:>02}, loss: {loss:.5f}, {equimod}")
     if not math.isfinite(loss):
         sys.exit(f"the loss is not finite: {loss}")
 

@@ -28,7 +28,9 @@ settings are chosen to run on a small dataset with a single GPU, not those of th
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
 import sys
 
 import torch
@@ -38,8 +40,8 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from _common import format_metrics, load_dataset, parse_args
 from equimod_plugin.augment import simclr
+from equimod_plugin.eval.datasets import FashionMNISTSample
 from equimod_plugin.integrations.lightly import attach
 
 
@@ -55,8 +57,25 @@ class SimCLR(nn.Module):
         return z
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="datasets/cifar10", help="CIFAR-10 root, downloaded on first use")
+    parser.add_argument("--epochs", type=int, help="default 10, smoke 2")
+    parser.add_argument("--batch-size", type=int, help="default 256, smoke 8")
+    parser.add_argument("--num-workers", type=int, help="data loading processes (default up to 8, smoke 0)")
+    parser.add_argument("--smoke", action="store_true", help="2 batches per epoch of shipped images, no download")
+    args = parser.parse_args()
+    full = {"epochs": 10, "batch_size": 256, "num_workers": min(8, os.cpu_count() or 1)}
+    for name, value in ({"epochs": 2, "batch_size": 8, "num_workers": 0} if args.smoke else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error(f"--epochs and --batch-size must be positive, got {args.epochs} and {args.batch_size}")
+    return args
+
+
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args()
 
     resnet = torchvision.models.resnet18()
     backbone = nn.Sequential(*list(resnet.children())[:-1])
@@ -67,7 +86,10 @@ def main() -> None:
 
     # SimCLR's augmentation for both views, made on the device (EquiMod's CIFAR-10 recipe).
     transform = attach(model, simclr(32, variant="cifar"))  # equimod
-    dataset = load_dataset(args, transform)
+    if args.smoke:  # 2 batches of the Fashion-MNIST sample shipped with equimod_plugin
+        dataset = FashionMNISTSample(transform, n=2 * args.batch_size)
+    else:
+        dataset = torchvision.datasets.CIFAR10(args.data_dir, download=True, transform=transform)
     # or create a dataset from a folder containing images or videos:
     # dataset = LightlyDataset("path/to/folder", transform=transform)
 
@@ -98,7 +120,7 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad()
         avg_loss = total_loss / len(dataloader)
-        metrics = format_metrics(model.equivariance.metrics(), prefix="equimod/")
+        metrics = ", ".join(f"equimod/{k}: {v:.4f}" for k, v in model.equivariance.metrics().items())
         print(f"epoch: {epoch:>02}, loss: {avg_loss:.5f}, {metrics}")
 
     if not math.isfinite(avg_loss):

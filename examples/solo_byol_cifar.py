@@ -47,7 +47,7 @@ from solo.utils.misc import make_contiguous
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from _common import FashionMNISTSample
+from equimod_plugin.eval.datasets import FashionMNISTSample
 from equimod_plugin.integrations.solo import OriginalTransform, equivariant
 
 CONFIG = Path(__file__).with_name("solo_byol_cifar.yaml")

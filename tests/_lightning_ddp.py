@@ -21,9 +21,9 @@ STEPS = 3
 
 def lightly_model_and_loader() -> tuple[Any, Any, Any]:
     import pytorch_lightning as pl  # the example's Lightning package
-    from _common import FashionMNISTSample
     from lightly_byol_lightning import BYOL  # the lightly Lightning example's module
 
+    from equimod_plugin.eval.datasets import FashionMNISTSample
     from equimod_plugin.integrations.lightly import OriginalTransform
 
     dataset = FashionMNISTSample(OriginalTransform(32), n=2 * STEPS * 4)

@@ -1,10 +1,9 @@
-"""examples/augmentation_report.py --smoke trains, reports and writes its table, JSON and figure."""
+"""experiments/augmentation_report.py --smoke trains, reports, writes its table, JSON and figure."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +27,9 @@ KNOBS = [
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     return subprocess.run(
-        [sys.executable, "examples/augmentation_report.py", "--smoke", *args],
+        [sys.executable, "experiments/augmentation_report.py", "--smoke", *args],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
         timeout=600,

@@ -122,7 +122,7 @@ def test_sample_is_a_subset_of_the_debian_dataset(split):
 
 @needs_debian
 def test_sample_script_reproduces_the_shipped_files(tmp_path):
-    script = REPO / "examples" / "make_fashion_mnist_sample.py"
+    script = REPO / "experiments" / "make_fashion_mnist_sample.py"
     subprocess.run(
         [sys.executable, str(script), "--out", str(tmp_path)],
         check=True,

@@ -1,4 +1,4 @@
-"""The paper-scale recipes of examples/paper/: configs, optimizer and schedule, smoke runs.
+"""The paper-scale recipes of experiments/paper/: configs, optimizer and schedule, smoke runs.
 
 The recipes themselves (800 epochs on GPUs) are not run here; the smoke runs train each
 CIFAR-10 recipe for 2 steps on the CPU with the recipe's model, optimizer and schedule.
@@ -6,10 +6,10 @@ CIFAR-10 recipe for 2 steps on the CPU with the recipe's model, optimizer and sc
 
 from __future__ import annotations
 
+import importlib
 import math
-import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,12 +20,19 @@ from torch import Tensor
 
 from equimod_plugin import EquiModLoss
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples" / "paper"))
+PAPER = Path(__file__).resolve().parents[1] / "experiments" / "paper"
 
-import linear_eval  # noqa: E402
-import pretrain  # noqa: E402
-import recipes  # noqa: E402
+
+def load_script(name: str) -> ModuleType:
+    """Import ``experiments/paper/<name>.py`` as its command line does: its folder on sys.path."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(PAPER))
+        return importlib.import_module(name)
+
+
+recipes = load_script("recipes")
+pretrain = load_script("pretrain")
+linear_eval = load_script("linear_eval")
 
 # recipe -> (backbone feature width, augmentation parameter width P, total batch, lr, wd, epochs)
 RECIPES = {

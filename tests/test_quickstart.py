@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -15,11 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_quickstart_smoke_run_reports_probe_and_equivariance():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "examples/quickstart.py", "--smoke"],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
         timeout=600,

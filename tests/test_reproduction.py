@@ -1,38 +1,77 @@
-"""examples/reproduce_cpu.py: the baselines' monitor term, and a smoke run of three methods."""
+"""experiments/reproduce_cpu.py: the baselines' monitor term, and a smoke run of three methods."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-
-from reproduce_cpu import build  # noqa: E402
+EXPERIMENTS = ROOT / "experiments"
 
 RUNS = ["tint8/byol", "tint8/byol+equimod", "tint8/byol+steering"]
 
 
+@pytest.fixture(scope="module")
+def experiments() -> Iterator[ModuleType]:
+    """``reproduce_cpu`` imported as ``python experiments/reproduce_cpu.py`` does: its folder first
+    on sys.path (for ``_tinted``); the path and both modules are removed afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(EXPERIMENTS))
+        yield importlib.import_module("reproduce_cpu")
+    for name in ("reproduce_cpu", "_tinted"):
+        sys.modules.pop(name, None)
+
+
+def definitions(path: Path) -> dict[str, str]:
+    """The source of each top-level function and class of a file, by name."""
+    text = path.read_text()
+    nodes = ast.parse(text).body
+    kinds = (ast.FunctionDef, ast.ClassDef)
+    return {n.name: ast.get_source_segment(text, n) or "" for n in nodes if isinstance(n, kinds)}
+
+
+@pytest.mark.exactness
+def test_experiments_use_the_quickstarts_model(experiments: ModuleType) -> None:
+    # examples/quickstart.py runs alone, so experiments/_tinted.py keeps a copy of its model
+    quickstart_py = ROOT / "examples" / "quickstart.py"
+    ours, theirs = definitions(EXPERIMENTS / "_tinted.py"), definitions(quickstart_py)
+    assert [ours[name] for name in ("convnet", "BYOL")] == [theirs["convnet"], theirs["BYOL"]]
+    spec = importlib.util.spec_from_file_location("quickstart", quickstart_py)
+    assert spec is not None and spec.loader is not None
+    quickstart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quickstart)
+    states = []
+    for module in (quickstart, sys.modules["_tinted"]):
+        torch.manual_seed(0)
+        states.append(module.BYOL(module.convnet(), dim=32).state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 @pytest.mark.parametrize("method", ["byol", "simclr"])
-def test_baselines_term_learns_but_never_reaches_the_encoder(method):
+def test_baselines_term_learns_but_never_reaches_the_encoder(method, experiments):
     torch.manual_seed(0)
-    model, branch = build(method)
+    model, branch = experiments.build(method)
     x0, x1 = branch.views(torch.rand(8, 3, 32, 32))
     (model(x0).sum().mul(0) + branch.loss()).backward()  # serve the views; no invariance gradient
     assert all(p.grad is None or not p.grad.any() for p in model.backbone.parameters())
     assert any(p.grad is not None and p.grad.any() for p in branch.term.parameters())
 
 
-def test_equimod_term_reaches_the_encoder():
+def test_equimod_term_reaches_the_encoder(experiments):
     torch.manual_seed(0)
-    model, branch = build("simclr+equimod")
+    model, branch = experiments.build("simclr+equimod")
     x0, x1 = branch.views(torch.rand(8, 3, 32, 32))
     (model(x0).sum().mul(0) + branch.loss()).backward()
     assert any(p.grad is not None and p.grad.any() for p in model.backbone.parameters())
@@ -44,10 +83,9 @@ def share(value: object) -> bool:
 
 @pytest.mark.slow
 def test_smoke_run_writes_the_table_and_resumes_from_its_cache(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")])}
     command = [
         sys.executable,
-        "examples/reproduce_cpu.py",
+        "experiments/reproduce_cpu.py",
         "--smoke",
         "--processes",
         "1",
@@ -56,7 +94,7 @@ def test_smoke_run_writes_the_table_and_resumes_from_its_cache(tmp_path):
         "--only",
         *RUNS,
     ]
-    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((tmp_path / "reproduction.json").read_text())
     assert [f"{r['dataset']}/{r['method']}" for r in report["results"]] == RUNS
@@ -72,6 +110,6 @@ def test_smoke_run_writes_the_table_and_resumes_from_its_cache(tmp_path):
     assert "| tint8 | byol+equimod |" in table and "kNN hue accuracy >= +20 points" in table
     assert (tmp_path / "probes.png").stat().st_size > 1000
     assert (tmp_path / "equivariance.png").stat().st_size > 1000
-    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "reproduction.json").read_text())["results"] == report["results"]

@@ -1,10 +1,9 @@
-"""examples/steering_eval.py --smoke trains both runs and writes its table, JSON and figure."""
+"""experiments/steering_eval.py --smoke trains both runs and writes its table, JSON and figure."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +25,9 @@ def finite_share(value: object) -> bool:
 @pytest.mark.slow
 def test_steering_eval_smoke_writes_table_json_and_figure(tmp_path):
     pytest.importorskip("imagecorruptions", reason="needs pip install imagecorruptions-imaug")
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     result = subprocess.run(
-        [sys.executable, "examples/steering_eval.py", "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "experiments/steering_eval.py", "--smoke", "--out", str(tmp_path)],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
         timeout=600,

@@ -4,8 +4,9 @@ The loader reads the original gzip idx files with the standard library and torch
 no arguments it uses the complete dataset of the Debian package ``dataset-fashion-mnist``
 (``/usr/share/datasets/fashion-mnist``) when installed, and otherwise a class-balanced
 sample shipped with the package (500 train and 100 test images per class, made by
-``examples/make_fashion_mnist_sample.py``; MIT licence, see
-``equimod_plugin/_data/LICENSE-fashion-mnist.txt``).
+``experiments/make_fashion_mnist_sample.py``; MIT licence, see
+``equimod_plugin/_data/LICENSE-fashion-mnist.txt``). :class:`FashionMNISTSample` serves the
+shipped sample as a torch ``Dataset`` of RGB PIL images, a stand-in for CIFAR-10 in smoke runs.
 
 :func:`tint` colours the grey items with one of ``num_hues`` hues, which gives a second label
 that only colour carries: a representation trained to be invariant to colour jitter should
@@ -19,19 +20,22 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from equimod_plugin._checks import check_images
 
 __all__ = [
     "DEBIAN_FASHION_MNIST",
     "FASHION_MNIST_CLASSES",
+    "FashionMNISTSample",
     "fashion_mnist_source",
     "load_fashion_mnist",
     "random_hue_labels",
@@ -225,6 +229,63 @@ def fashion_mnist_source(
     """
     with _split_files(split, root, sample) as (images_path, _):
         return str(images_path)
+
+
+class FashionMNISTSample(Dataset[tuple[Any, int]]):
+    """The first ``n`` shipped Fashion-MNIST images, as RGB PIL images like CIFAR-10's.
+
+    A stand-in for torchvision's ``CIFAR10`` in smoke runs: no download, items
+    ``(transform(image), label)`` with ``image`` a 28 x 28 ``PIL.Image`` in mode ``"RGB"``
+    (the grey value in all three channels) and ``label`` an ``int`` in ``0 .. 9``. The images
+    are those of ``load_fashion_mnist(split, sample=True)``, in order; ``n`` defaults to all of
+    them (5000 train, 1000 test). ``transform=None`` yields the PIL images themselves.
+
+    Needs Pillow (installed with torchvision). Raises ``ValueError`` for an ``n`` that is not
+    an int in ``1 .. len(split)`` or a bad ``split``, ``TypeError`` for a ``transform`` that is
+    not callable.
+
+    >>> dataset = FashionMNISTSample(n=20)
+    >>> image, label = dataset[0]
+    >>> len(dataset), image.size, image.mode, label
+    (20, (28, 28), 'RGB', 6)
+    """
+
+    def __init__(
+        self,
+        transform: Callable[[Any], Any] | None = None,
+        n: int | None = None,
+        split: str = "train",
+    ) -> None:
+        try:
+            from PIL import Image
+        except ImportError as e:  # pragma: no cover - Pillow comes with torchvision
+            raise ImportError(
+                "FashionMNISTSample needs Pillow: pip install pillow (or torchvision)"
+            ) from e
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable or None, got {transform!r:.80}")
+        images, labels = load_fashion_mnist(split, sample=True)
+        if n is None:
+            n = len(labels)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(labels):
+            raise ValueError(
+                f"n must be an int in 1 .. {len(labels)} (the {split} sample's size), got {n!r}"
+            )
+        pixels = images[:n, 0].mul(255).to(torch.uint8)  # as torchvision's to_pil_image
+        height, width = pixels.shape[1:]
+        self.images = [
+            Image.frombytes("L", (width, height), bytes(p.flatten().tolist())).convert("RGB")
+            for p in pixels
+        ]
+        self.labels: list[int] = labels[:n].tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = self.images[index]
+        return (image if self.transform is None else self.transform(image)), self.labels[index]
 
 
 def _check_num_hues(num_hues: int) -> None:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,10 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import Dataset
 
+from equimod_plugin.eval.datasets import FashionMNISTSample
+
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
-sys.path.insert(0, str(HERE.parent))  # examples/_common.py
-
-from _common import FashionMNISTSample, _positive_int, format_metrics  # noqa: E402
 
 __all__ = [
     "CONFIGS",
@@ -57,6 +55,18 @@ SMOKE = {
     "trainer.precision": "32-true",
 }
 SMOKE_STEPS = 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def format_metrics(metrics: Mapping[str, float], prefix: str = "") -> str:
+    """``prefix+name: value`` pairs for the epoch line, e.g. ``equimod/relative: 1.2345``."""
+    return ", ".join(f"{prefix}{name}: {value:.4f}" for name, value in metrics.items())
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:

@@ -11,10 +11,10 @@ flip, brightness, contrast, saturation, hue, grayscale, blur sigma, solarise), h
 backbone features move, and how much of the move EquiMod's head and the steering operator
 predict. Writes ``report.md``, ``report.json`` and ``report.png``.
 
-    PYTHONPATH=. python examples/augmentation_report.py              # ~5 min, 1 CPU thread
-    PYTHONPATH=. python examples/augmentation_report.py --epochs 0   # random init
-    PYTHONPATH=. python examples/augmentation_report.py --checkpoint model.pt  # load or save
-    PYTHONPATH=. python examples/augmentation_report.py --smoke      # < 1 min, temp dir
+    PYTHONPATH=. python experiments/augmentation_report.py              # ~5 min, 1 CPU thread
+    PYTHONPATH=. python experiments/augmentation_report.py --epochs 0   # random init
+    PYTHONPATH=. python experiments/augmentation_report.py --checkpoint model.pt  # load or save
+    PYTHONPATH=. python experiments/augmentation_report.py --smoke      # < 1 min, temp dir
 """
 
 from __future__ import annotations
@@ -35,13 +35,12 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-from _tinted import fit_operator, normalize, tinted_split, train_byol
+from _tinted import BYOL, convnet, fit_operator, normalize, tinted_split, train_byol
 from equimod_plugin import SteeringOperator, augment, equimod_branch
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import extract_features
 from equimod_plugin.eval.report import AugmentationReport, augmentation_report
 from equimod_plugin.wrap import EquivarianceBranch
-from quickstart import BYOL, convnet
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "augmentation_report"
 
@@ -158,7 +157,7 @@ def markdown(report: dict[str, Any], result: AugmentationReport) -> str:
         [
             "# Per-augmentation equivariance report (BYOL + EquiMod, tinted Fashion-MNIST)",
             "",
-            "Made by `examples/augmentation_report.py`"
+            "Made by `experiments/augmentation_report.py`"
             + (" (`--smoke`)" if report["smoke"] else "")
             + f". Model: quickstart BYOL, 6-layer 32-wide convnet at 32 px (D = {result.feature_dim}), "
             f"EquiMod term (head hidden 512), {c['train_images']} training images of the shipped Fashion-MNIST "

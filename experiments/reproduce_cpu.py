@@ -22,8 +22,8 @@ label, eta squared (share of feature variance explained by the label), and EquiM
 relative equivariance of the (monitor) head on test images. Writes ``reproduction.md``,
 ``reproduction.json``, ``probes.png`` and ``equivariance.png``.
 
-    PYTHONPATH=. python examples/reproduce_cpu.py              # all runs, 2 processes
-    PYTHONPATH=. python examples/reproduce_cpu.py --smoke      # < 1 min, a temp dir
+    PYTHONPATH=. python experiments/reproduce_cpu.py              # all runs, 2 processes
+    PYTHONPATH=. python experiments/reproduce_cpu.py --smoke      # < 1 min, a temp dir
 
 Budget (default): 5000 training images (of the full Fashion-MNIST when Debian's
 ``dataset-fashion-mnist`` or ``--data-dir`` provides it, else the shipped 5000/1000 sample),
@@ -53,12 +53,11 @@ from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
-from _tinted import normalize, tinted_split
+from _tinted import BYOL, convnet, normalize, tinted_split
 from equimod_plugin import EquiModLoss, augment, equimod_branch, steering_branch
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import eta_squared, extract_features, knn_accuracy, linear_probe
 from equimod_plugin.wrap import EquivarianceBranch
-from quickstart import BYOL, convnet
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "reproduction"
 DATASETS = {"fmnist": 0, "tint8": 8, "tint24": 24}  # number of hues (0: grey)
@@ -282,7 +281,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# CPU-scale reproduction: invariance vs + EquiMod (Fashion-MNIST, tinted Fashion-MNIST)",
         "",
-        f"Made by `examples/reproduce_cpu.py`. {report['hardware']}.",
+        f"Made by `experiments/reproduce_cpu.py`. {report['hardware']}.",
         "",
         "| " + " | ".join(header) + " |",
         "|---|---|" + "---:|" * (len(header) - 2),

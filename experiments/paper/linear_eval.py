@@ -8,7 +8,7 @@ and top-5 accuracy, frozen model) with the paper's optimizer.
 
 The backbone's architecture and normalisation are read from the pretraining checkpoint::
 
-    python examples/paper/linear_eval.py --dataset cifar10 \\
+    python experiments/paper/linear_eval.py --dataset cifar10 \\
         --checkpoint runs/paper/simclr-equimod_cifar10/checkpoints/last.ckpt
 
 Multi-GPU: add ``--devices N`` (DDP; the config's batch 256 is the total). Without
@@ -16,7 +16,7 @@ Multi-GPU: add ``--devices N`` (DDP; the config's batch 256 is the total). Witho
 
 Smoke test (CPU, no download: 2 steps on the shipped Fashion-MNIST sample, then validation)::
 
-    python examples/paper/linear_eval.py --dataset cifar10 --smoke
+    python experiments/paper/linear_eval.py --dataset cifar10 --smoke
 
 These recipes were not run in this repository (no GPU); see docs/paper-recipes.md.
 """

@@ -6,7 +6,7 @@ them in their original order and writes them in the original gzip idx format. Gz
 written with ``mtime=0`` and no file name, so a rerun gives byte-identical files.
 
     apt-get install dataset-fashion-mnist
-    python examples/make_fashion_mnist_sample.py
+    python experiments/make_fashion_mnist_sample.py
 """
 
 from __future__ import annotations

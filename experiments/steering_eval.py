@@ -30,8 +30,8 @@ the nearest training embedding). Writes ``steering_eval.md``, ``steering_eval.js
 ``steering_eval.png``.
 
     pip install imagecorruptions-imaug      # imports as imagecorruptions
-    PYTHONPATH=. python examples/steering_eval.py           # 18-40 min on 2 shared CPU cores
-    PYTHONPATH=. python examples/steering_eval.py --smoke   # < 1 min, writes to a temp dir
+    PYTHONPATH=. python experiments/steering_eval.py           # 18-40 min on 2 shared CPU cores
+    PYTHONPATH=. python experiments/steering_eval.py --smoke   # < 1 min, writes to a temp dir
 
 Budget (full): 5000 random training images (of the complete Fashion-MNIST from Debian's
 ``dataset-fashion-mnist``, else all of the shipped 5000/1000 sample), 2000 test images, 6 epochs
@@ -59,14 +59,13 @@ import torch.nn.functional as F
 from imagecorruptions import corrupt
 from torch import Tensor, nn
 
-from _tinted import fit_operator, normalize, tinted_split, train_byol
+from _tinted import BYOL, convnet, fit_operator, normalize, tinted_split, train_byol
 from equimod_plugin import SteeringOperator, SteeringTerm, augment, steering_branch
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import extract_features, linear_probe, roc_auc
 from equimod_plugin.tta import SteeredTTA, tta_params
 from equimod_plugin.wrap import EquivarianceBranch
-from quickstart import BYOL, convnet
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "steering_eval"
 MODELS = ("baseline", "steered")
@@ -284,7 +283,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Steering term vs invariant baseline (tinted Fashion-MNIST)",
         "",
-        f"Made by `examples/steering_eval.py`. {report['hardware']}.",
+        f"Made by `experiments/steering_eval.py`. {report['hardware']}.",
         "",
         "| metric | " + " | ".join(LABELS[m] for m in MODELS) + " |",
         "|---|" + "---:|" * len(MODELS),

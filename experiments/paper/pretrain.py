@@ -11,23 +11,23 @@ baseline and the EquiMod runs, so the two differ by the equivariance term only.
 
 Single GPU (CIFAR-10 is downloaded to ``--data-dir`` on first use)::
 
-    python examples/paper/pretrain.py --method simclr --equimod --dataset cifar10
+    python experiments/paper/pretrain.py --method simclr --equimod --dataset cifar10
 
 Multi-GPU (DDP, SyncBatchNorm, negatives gathered from all GPUs; the config's batch is the
 total, split over the devices)::
 
-    python examples/paper/pretrain.py --method byol --equimod --dataset imagenet \\
+    python experiments/paper/pretrain.py --method byol --equimod --dataset imagenet \\
         --data-dir /data/imagenet --devices 8 --num-nodes 4
 
 Checkpoints go to ``--output-dir`` (default ``runs/paper/{method}[-equimod]_{dataset}``):
 ``checkpoints/last.ckpt`` after every epoch, and every ``train.checkpoint_every_n_epochs``; a
 rerun of the same command with ``--resume auto`` continues from ``last.ckpt``. Evaluate with
-``examples/paper/linear_eval.py --checkpoint .../checkpoints/last.ckpt``.
+``experiments/paper/linear_eval.py --checkpoint .../checkpoints/last.ckpt``.
 
 Smoke test (CPU, no download, about 10 s per run; 2 steps of the shipped Fashion-MNIST sample
 with the recipe's model, optimizer and schedule)::
 
-    python examples/paper/pretrain.py --method byol --equimod --dataset cifar10 --smoke
+    python experiments/paper/pretrain.py --method byol --equimod --dataset cifar10 --smoke
 
 These recipes were not run in this repository (no GPU); see docs/paper-recipes.md.
 """

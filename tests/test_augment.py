@@ -421,3 +421,44 @@ def test_params_on_other_device_is_rejected():
     meta = aug.identity_params(2, device="meta")
     with pytest.raises(ValueError, match="one device"):
         aug(torch.rand(2, 3, 8, 8), params=meta)
+
+
+# --- raw values and their encodings ---------------------------------------------------------
+
+
+@pytest.mark.exactness
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("encoding", ["normalized", "official"])
+@pytest.mark.parametrize("in_size", [(16, 16), (21, 37)])
+def test_raw_values_round_trip_through_the_encoding(name, encoding, in_size):
+    """Each op's drawn raw values decode back from the layout's encoding: exactly, except the
+    normalized jitter factors (``f - 1`` drops bits for ``f < 0.5``: within 1e-7), which are
+    exact from the first round trip on (the views are always computed from decoded values)."""
+    aug = PRESETS[name](16, encoding)
+    batch = augment.ops.Batch(64, *in_size, torch.device("cpu"))
+    g = torch.Generator().manual_seed(3)
+    for op in aug.ops:
+        raw = op.draw(batch, g)
+        decoded = op.decode(op.encode(raw, in_size), in_size)
+        assert decoded.keys() == raw.keys()
+        again = op.decode(op.encode(decoded, in_size), in_size)
+        for key, value in raw.items():
+            assert torch.equal(again[key], decoded[key]), (type(op).__name__, key)
+            if key == "factors" and encoding == "normalized":
+                torch.testing.assert_close(decoded[key], value, rtol=0, atol=1e-7)
+            else:
+                assert torch.equal(decoded[key], value), (type(op).__name__, key)
+        if isinstance(op, RandomResizedCrop):  # boxes in whole pixels inside the image
+            box = raw["box"]
+            assert torch.equal(box, box.round()) and bool((box[:, 2:] >= 1).all())
+
+
+def test_gated_off_samples_get_the_identity_raw_values():
+    jitter = ColorJitter(p=0.5)
+    batch = augment.ops.Batch(200, 8, 8, torch.device("cpu"))
+    raw = jitter.draw(batch, torch.Generator().manual_seed(0))
+    off = ~raw["applied"]
+    assert 0 < int(off.sum()) < 200
+    identity = jitter.identity_raw(None)
+    assert bool((raw["order"][off] == identity["order"]).all())
+    assert bool((raw["factors"][off] == identity["factors"]).all())

@@ -415,6 +415,23 @@ def test_encoder_nan_and_sweep_shape_and_unknown_op():
         default_sweeps(ParamAugment([ColorJitter(), Custom()]))
 
 
+def test_a_new_op_declares_its_own_sweeps():
+    """The report builds its sweeps from the ops' declarations: a new op needs no report edit."""
+
+    class Invert(HorizontalFlip):
+        field_name, description, unit = "invert", "1 if inverted", "0 / 1 (inverted)"
+
+        def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
+            return torch.where(raw["applied"][:, None, None, None], 1 - x, x)
+
+    aug = ParamAugment([ColorJitter(*JITTER), Invert()])
+    sweeps = default_sweeps(aug, steps=3)
+    assert [s.name for s in sweeps][-1] == "invert" and sweeps[-1].unit == "0 / 1 (inverted)"
+    assert sweeps[-1].params[:, -1].tolist() == [0.0, 1.0]
+    report = augmentation_report(conv_encoder(), aug, mid_images(), sweeps=sweeps[-1:])
+    assert report.rows[0].identity and report.rows[1].move_cos > 0
+
+
 # batch sizes
 
 

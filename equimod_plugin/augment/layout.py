@@ -1,15 +1,32 @@
-"""Named layout of the augmentation parameter vector.
+"""Named layout of the augmentation parameter vector, and its encodings.
 
 Every augmentation of :mod:`equimod_plugin.augment` returns, next to the views, a ``(B, P)``
 float tensor that records what it did to each sample. :class:`ParamLayout` names the columns:
 an ordered list of fields, each a contiguous slice with an identity value (the parameters of
 "do nothing").
+
+Operations draw *raw* values in natural units (a crop box in pixels, a flip flag, jitter
+factors and order, a blur sigma: a :class:`Value` each). The layout's encoding writes them to
+columns and reads them back (a :class:`Codec` per value and encoding), so operations never
+look at the encoding. The encodings:
+
+- ``"normalized"``: crop box as fractions of the input height and width, factors centred on
+  their identity value, jitter order as ``(k - 1.5) / 1.5``;
+- ``"official"``: the official EquiMod code's values before its per-dataset standardisation
+  (crop box in pixels of the input, raw factors, integer order).
+
+A third encoding (the official code's standardisation) is one more name in :data:`ENCODINGS`
+and one more :class:`Codec` per :class:`Value`: the official codec followed by
+``(x - mean) / std`` per column, i.e. ``shift = official shift + mean * official scale`` and
+``scale = official scale * std``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +38,164 @@ from equimod_plugin._checks import check_matrix
 Encoding = Literal["normalized", "official"]
 ENCODINGS: tuple[str, ...] = ("normalized", "official")
 
+#: A per-column constant: a number, or ``"height"`` / ``"width"`` of the input image in pixels.
+Size = float | Literal["height", "width"]
+
+#: What a raw value is: ``"flag"`` (bool ``(B,)``), ``"index"`` (int64, decoded by rounding),
+#: ``"pixels"`` (float32 whole pixels, decoded by rounding) or ``"real"`` (float32 as stored).
+Kind = Literal["flag", "index", "pixels", "real"]
+
+
+def resolve(sizes: Sequence[Size], image_size: tuple[int, int] | None) -> tuple[float, ...]:
+    """``sizes`` with ``"height"`` / ``"width"`` replaced by those of ``image_size`` ``(H, W)``.
+
+    Example:
+        >>> resolve((0.0, "height", "width"), (16, 24))
+        (0.0, 16.0, 24.0)
+    """
+    out = []
+    for s in sizes:
+        if isinstance(s, str):
+            if image_size is None:
+                raise ValueError(f"{s!r} needs the image size, which is not known here")
+            s = image_size[0] if s == "height" else image_size[1]
+        out.append(float(s))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How one encoding stores a raw value: ``encoded = (raw - shift) / scale`` per column.
+
+    Decoding computes ``encoded * scale + shift`` and then reads it as the value's
+    :data:`Kind` (``> 0.5`` for a flag, rounding for an index or pixels). An empty ``shift``
+    is 0 and an empty ``scale`` is 1 (and skipped, so such columns hold the raw values
+    themselves, bit for bit).
+
+    Attributes:
+        shift, scale: per-column constants (``scale`` may name the image ``"height"`` /
+            ``"width"``: crop boxes as fractions of the input).
+        whole: the stored values are whole numbers (replayed values are checked for it).
+        description: what the columns hold in this encoding.
+
+    Example:
+        >>> import torch
+        >>> codec = Codec(shift=(1.5,), scale=(1.5,))
+        >>> codec.encode(torch.tensor([[0.0], [3.0]]), None).tolist()
+        [[-1.0], [1.0]]
+    """
+
+    shift: tuple[float, ...] = ()
+    scale: tuple[Size, ...] = ()
+    whole: bool = False
+    description: str = ""
+
+    def encode(self, raw: Tensor, image_size: tuple[int, int] | None) -> Tensor:
+        """Encoded columns ``(B, k)`` of the raw columns ``raw`` ``(B, k)`` (its dtype)."""
+        if self.shift:
+            raw = raw - raw.new_tensor(self.shift)
+        if self.scale:
+            raw = raw / raw.new_tensor(resolve(self.scale, image_size))
+        return raw
+
+    def decode(self, encoded: Tensor, image_size: tuple[int, int] | None) -> Tensor:
+        """The raw columns ``(B, k)`` of ``encoded`` ``(B, k)``, before reading their kind."""
+        if self.scale:
+            encoded = encoded * encoded.new_tensor(resolve(self.scale, image_size))
+        if self.shift:
+            encoded = encoded + encoded.new_tensor(self.shift)
+        return encoded
+
+    def encode_values(
+        self, values: Sequence[float], image_size: tuple[int, int] | None
+    ) -> tuple[float, ...]:
+        """:meth:`encode` of one row of Python floats (in double precision)."""
+        shift = self.shift or (0.0,) * len(values)
+        scale = resolve(self.scale, image_size) if self.scale else (1.0,) * len(values)
+        return tuple(
+            float(v) if not (self.shift or self.scale) else (v - s) / c
+            for v, s, c in zip(values, shift, scale, strict=True)
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Value:
+    """One named raw value an operation draws, in natural units, and its codec per encoding.
+
+    Attributes:
+        name: key in the operation's raw dict, e.g. ``"box"``.
+        columns: names of its columns; one column: the raw value is ``(B,)``, else ``(B, k)``.
+        kind: a :data:`Kind`.
+        identity: its value when the operation does nothing (entries may be ``"height"`` /
+            ``"width"``: the whole image).
+        codecs: one :class:`Codec` per name of :data:`ENCODINGS`.
+
+    Example:
+        >>> flag = Value("applied", ("applied",), "flag", (0.0,), {e: Codec() for e in ENCODINGS})
+        >>> flag.identity_tensor(None, "cpu").tolist()
+        False
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    kind: Kind
+    identity: tuple[Size, ...]
+    codecs: Mapping[str, Codec]
+
+    def identity_tensor(
+        self, image_size: tuple[int, int] | None, device: torch.device | str
+    ) -> Tensor:
+        """The identity raw value for one sample: ``()`` for one column, else ``(k,)``."""
+        dtype = {"flag": torch.bool, "index": torch.int64}.get(self.kind, torch.float32)
+        t = torch.tensor(resolve(self.identity, image_size), device=device).to(dtype)
+        return t[0] if len(self.columns) == 1 else t
+
+    def read(self, columns: Tensor) -> Tensor:
+        """The raw value of decoded columns ``(B, k)``: its kind, ``(B,)`` for one column."""
+        if self.kind == "flag":
+            columns = columns > 0.5
+        elif self.kind == "index":
+            columns = columns.round().long()
+        elif self.kind == "pixels":
+            columns = columns.round()
+        return columns[:, 0] if len(self.columns) == 1 else columns
+
+
+@dataclass(frozen=True, eq=False)
+class FieldSpec:
+    """An operation's declaration of one field: its raw values, and a description per encoding.
+
+    :meth:`field` gives the :class:`Field` of one encoding.
+
+    Example:
+        >>> spec = FieldSpec("flip", (Value("applied", ("applied",), "flag", (0.0,),
+        ...     {e: Codec() for e in ENCODINGS}),), "1 if mirrored left-right")
+        >>> field = spec.field("official", None)
+        >>> field.columns, field.identity, field.description
+        (('applied',), (0.0,), '1 if mirrored left-right')
+    """
+
+    name: str
+    values: tuple[Value, ...]
+    description: str | Mapping[str, str]
+
+    def field(self, encoding: str, image_size: tuple[int, int] | None) -> Field:
+        """The field in ``encoding``; its identity row is encoded for images of ``image_size``."""
+        parts = tuple((v, v.codecs[encoding]) for v in self.values)
+        identity = tuple(
+            x
+            for v, c in parts
+            for x in c.encode_values(resolve(v.identity, image_size), image_size)
+        )
+        desc = self.description
+        return Field(
+            self.name,
+            tuple(col for v in self.values for col in v.columns),
+            identity,
+            desc if isinstance(desc, str) else desc[encoding],
+            parts,
+        )
+
 
 @dataclass(frozen=True)
 class Field:
@@ -31,6 +206,8 @@ class Field:
         columns: names of the single columns, e.g. ``("top", "left", "height", "width")``.
         identity: encoded value of each column when the operation does nothing.
         description: what the columns hold, in this encoding.
+        parts: the raw values the columns store, in column order, each with the codec of this
+            encoding (empty for a field built by hand: it cannot encode or decode).
 
     Example:
         >>> from equimod_plugin import augment
@@ -43,11 +220,38 @@ class Field:
     columns: tuple[str, ...]
     identity: tuple[float, ...]
     description: str
+    parts: tuple[tuple[Value, Codec], ...] = dataclasses.field(
+        default=(), compare=False, repr=False
+    )
 
     @property
     def width(self) -> int:
         """Number of columns of the field."""
         return len(self.columns)
+
+    def encode(
+        self,
+        raw: Mapping[str, Tensor],
+        image_size: tuple[int, int] | None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """Columns ``(B, width)`` in ``dtype`` of ``raw`` (values named as :attr:`parts`)."""
+        return torch.cat(
+            [
+                c.encode(raw[v.name].reshape(-1, len(v.columns)).to(dtype), image_size)
+                for v, c in self.parts
+            ],
+            dim=1,
+        )
+
+    def decode(self, params: Tensor, image_size: tuple[int, int] | None) -> dict[str, Tensor]:
+        """The raw values of the field's columns ``params`` ``(B, width)``, by name."""
+        raw, start = {}, 0
+        for v, c in self.parts:
+            stop = start + len(v.columns)
+            raw[v.name] = v.read(c.decode(params[:, start:stop], image_size))
+            start = stop
+        return raw
 
 
 class ParamLayout:

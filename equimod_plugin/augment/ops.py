@@ -1,10 +1,13 @@
-"""Augmentation operations that sample, encode and apply their own parameters.
+"""Augmentation operations: draw named raw parameters, apply them.
 
-Each operation owns one or more fields of the parameter vector (see
-:class:`~equimod_plugin.augment.layout.ParamLayout`). It samples parameters with
-torchvision's distributions, writes them in the layout's encoding, and applies them *from
-that encoding*, so that passing the encoded parameters back reproduces the view bit for bit.
-A gated-off operation (probability not drawn) writes its identity values.
+Each operation draws its parameters with torchvision's distributions as *raw* values in
+natural units (a dict: crop box in pixels, flip flag, jitter factors and order, blur sigma)
+and applies raw values; it declares them as fields of the parameter vector (see
+:class:`~equimod_plugin.augment.layout.ParamLayout`), whose codecs write them in the
+layout's encoding and read them back. The views are always computed from the *decoded*
+encoding, so passing the encoded parameters back reproduces them bit for bit. The base class
+writes once what every operation shares: the probability gate (a gated-off sample gets the
+identity values), encoding, decoding and the checks of replayed values.
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from equimod_plugin.augment import functional as AF
-from equimod_plugin.augment.layout import ENCODINGS, Encoding, Field
+from equimod_plugin.augment.layout import ENCODINGS, Codec, Encoding, Field, FieldSpec, Value
 
 __all__ = [
     "ColorJitter",
     "GaussianBlur",
     "HorizontalFlip",
+    "Knob",
     "ParamOp",
     "RandomGrayscale",
     "RandomResizedCrop",
@@ -63,6 +69,77 @@ def check_size(size: int | Sequence[int], name: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+class Batch(NamedTuple):
+    """The shape of a batch parameters are drawn for: ``size`` images ``height x width``."""
+
+    size: int
+    height: int
+    width: int
+    device: torch.device
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.height, self.width
+
+
+def batch_shape(
+    batch_size: int, image_size: tuple[int, int] | int, device: torch.device | str | None
+) -> Batch:
+    """The checked :class:`Batch` of ``batch_size`` images of ``image_size`` on ``device``.
+
+    ``device`` ``None`` is torch's default device.
+    """
+    b = check_int(batch_size, "batch_size", minimum=0)
+    height, width = check_size(image_size, "image_size")
+    dev = torch.device(device) if device is not None else torch.get_default_device()
+    return Batch(b, height, width, dev)
+
+
+class ParamSampler:
+    """:meth:`sample_params`, shared by operations and pipelines (their ``_sample_batch``)."""
+
+    def _sample_batch(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def sample_params(
+        self,
+        batch_size: int,
+        image_size: tuple[int, int] | int,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw encoded parameters ``(batch_size, P)`` for images of ``image_size``.
+
+        The draws are those of ``sample`` on a ``(batch_size, 3, *image_size)`` batch on
+        ``device`` with the same ``generator`` state (or global RNG state), at the memory
+        cost of the parameters only.
+
+        Args:
+            batch_size: number of parameter rows, an int >= 0.
+            image_size: ``(H, W)`` (or one int for square images) of the images the
+                parameters are for: crop boxes depend on it.
+            device: device of the parameters (default: torch's default device).
+            generator: optional ``torch.Generator`` for the draws.
+
+        Returns:
+            ``(batch_size, P)`` float32 parameters (``P``: the operation's ``param_dim``).
+
+        Example:
+            >>> import torch
+            >>> from equimod_plugin import augment
+            >>> augment.HorizontalFlip(p=1.0).sample_params(3, (32, 32)).tolist()
+            [[1.0], [1.0], [1.0]]
+            >>> aug = augment.byol(32, view=2, variant="cifar")
+            >>> p = aug.sample_params(4, (32, 32), generator=torch.Generator().manual_seed(0))
+            >>> x = torch.zeros(4, 3, 32, 32)
+            >>> torch.equal(p, aug.sample(x, generator=torch.Generator().manual_seed(0)))
+            True
+        """
+        return self._sample_batch(batch_shape(batch_size, image_size, device), generator)
+
+
 def _check_encoding(encoding: str) -> Encoding:
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
@@ -86,10 +163,6 @@ def _check_range(r: Sequence[float], name: str, low: float = 0.0) -> tuple[float
     return lo, hi
 
 
-def _gate(p: float, batch_size: int, device: torch.device, generator: torch.Generator | None):
-    return _uniform(batch_size, device, generator) < p
-
-
 def _uniform(
     shape: int | tuple[int, ...],
     device: torch.device,
@@ -102,13 +175,58 @@ def _uniform(
     return low + (high - low) * u
 
 
-class ParamOp(nn.Module):
-    """Base class: an operation that owns ``fields`` of the parameter vector.
+def sweep_grid(low: float, high: float, steps: int, identity: float | None) -> list[float]:
+    """``steps`` values evenly spaced over [low, high], plus ``identity`` if not among them.
 
-    Subclasses implement :meth:`_draw` (draw encoded parameters for a batch shape) and
-    :meth:`apply` (apply encoded parameters); :meth:`check_values` when replayed parameters
-    have a restricted domain. Parameters are float32 on the images' device. Operations are
-    composed with :class:`~equimod_plugin.augment.pipeline.ParamAugment`, whose layout
+    Example:
+        >>> sweep_grid(0.6, 1.4, 3, 1.0), sweep_grid(0.1, 2.0, 3, None)
+        ([0.6, 1.0, 1.4], [0.1, 1.05, 2.0])
+    """
+    values = torch.linspace(low, high, steps, dtype=torch.float64).tolist() if high > low else [low]
+    values = [round(v, 12) for v in values]  # 0.8, not 0.7999999999999999
+    if identity is not None:
+        values = [identity if abs(v - identity) < 1e-9 else v for v in values] + [identity]
+    return sorted(set(values))
+
+
+@dataclass(frozen=True, eq=False)
+class Knob:
+    """One knob of an operation varied over a grid, as raw values (everything else identity).
+
+    Attributes:
+        name: e.g. ``"brightness"``.
+        unit: what :attr:`values` measure, e.g. ``"factor (1 = identity)"``.
+        values: the K grid values, in that unit.
+        raw: raw values ``(K,)`` / ``(K, k)`` (float64 where continuous) that differ from the
+            operation's identity; the missing ones are identity.
+        image_size: ``(H, W)`` of the image the raw values are in pixels of (``None``: no
+            value depends on it).
+    """
+
+    name: str
+    unit: str
+    values: tuple[float, ...]
+    raw: dict[str, Tensor]
+    image_size: tuple[int, int] | None = None
+
+
+def _flag(name: str = "applied") -> Value:
+    """A 0 / 1 raw flag, stored as is in every encoding."""
+    return Value(name, ("applied",), "flag", (0.0,), {e: Codec() for e in ENCODINGS})
+
+
+class ParamOp(ParamSampler, nn.Module):
+    """Base class: an operation that draws named raw parameters and applies them.
+
+    A subclass declares its fields (:meth:`_declare`, with the raw :class:`Value` each column
+    stores and the codecs of every encoding), implements :meth:`_draw` (raw values for a
+    batch shape, in natural units) and :meth:`apply_transform` (apply raw values), and
+    optionally :meth:`check_raw` (the domain of replayed values) and :meth:`sweeps` (how the
+    per-augmentation report varies it). With a probability :attr:`p` the base class draws the
+    gate first and gives the samples it leaves out the identity values; it encodes the raw
+    values in the layout's encoding and decodes them before applying, so sampled and replayed
+    views are the same computation. Parameters are float32 on the images' device. Operations
+    are composed with :class:`~equimod_plugin.augment.pipeline.ParamAugment`, whose layout
     concatenates their fields in order.
 
     Example:
@@ -118,9 +236,24 @@ class ParamOp(nn.Module):
         >>> views, params = aug(torch.rand(4, 3, 32, 32))
         >>> views.shape, list(aug.layout.fields), params.shape
         (torch.Size([4, 3, 16, 16]), ['crop', 'flip', 'grayscale'], torch.Size([4, 6]))
+        >>> flip = HorizontalFlip(p=1.0)
+        >>> flip.draw(Batch(2, 8, 8, torch.device("cpu")), None)
+        {'applied': tensor([True, True])}
     """
 
     fields: tuple[Field, ...]
+    #: probability of applying the operation; ``None``: always applied (no gate is drawn).
+    p: float | None = None
+    #: the encoding the operation's fields are in; ``None``: the same in every encoding.
+    encoding: Encoding | None = None
+    #: ``(H, W)`` its identity row is encoded for (the crop's output size); ``None``: any.
+    identity_size: tuple[int, int] | None = None
+
+    def _declare(self, *specs: FieldSpec) -> None:
+        """Set :attr:`fields` from ``specs`` in :attr:`encoding` (normalized when ``None``)."""
+        self.fields = tuple(
+            s.field(self.encoding or "normalized", self.identity_size) for s in specs
+        )
 
     @property
     def param_dim(self) -> int:
@@ -134,60 +267,118 @@ class ParamOp(nn.Module):
         :meth:`sample_params`); ``generator`` is an optional ``torch.Generator`` for the draws.
         """
         b, _, height, width = x.shape
-        return self._draw(b, height, width, x.device, generator)
+        return self._sample_batch(Batch(b, height, width, x.device), generator)
 
-    def sample_params(
-        self,
-        batch_size: int,
-        image_size: tuple[int, int] | int,
-        *,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Draw encoded parameters ``(batch_size, param_dim)`` for images of ``image_size``.
+    def _sample_batch(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
+        return self.encode(self.draw(batch, generator), batch.image_size)
 
-        The same draws as :meth:`sample` on a batch of that shape on ``device`` (default:
-        torch's default device), without allocating images.
+    def draw(self, batch: Batch, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """Named raw values for ``batch``: the gate, then :meth:`_draw`.
 
-        Example:
-            >>> import torch
-            >>> flip = HorizontalFlip(p=1.0)
-            >>> flip.sample_params(3, (32, 32)).tolist()
-            [[1.0], [1.0], [1.0]]
+        With a probability :attr:`p`, ``"applied"`` ``(B,)`` is drawn first and the samples
+        it leaves out get the identity of every other value.
         """
-        b = check_int(batch_size, "batch_size", minimum=0)
-        height, width = check_size(image_size, "image_size")
-        dev = torch.device(device) if device is not None else torch.get_default_device()
-        return self._draw(b, height, width, dev, generator)
+        if self.p is None:
+            return self._draw(batch, generator)
+        applied = _uniform(batch.size, batch.device, generator) < self.p
+        raw = self._draw(batch, generator)
+        identity = self.identity_raw(batch.image_size, batch.device)
+        for name, value in raw.items():
+            gate = applied.view(-1, *(1,) * (value.ndim - 1))
+            raw[name] = torch.where(gate, value, identity[name])
+        return {"applied": applied, **raw}
 
-    def _draw(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> Tensor:  # pragma: no cover - interface
-        """Encoded parameters ``(batch_size, param_dim)`` for images ``height x width``.
+    def _draw(self, batch: Batch, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """Raw values other than the gate, ``(B,)`` / ``(B, k)`` each, in natural units.
 
         Depends only on its arguments (and the state of ``generator``, or of the global RNG
-        of ``device`` when it is ``None``); the draws must come in a fixed order.
+        of ``device`` when it is ``None``); the draws must come in a fixed order. Default:
+        nothing (an operation whose only parameter is its gate).
         """
-        raise NotImplementedError
+        return {}
 
-    def apply(self, x: Tensor, params: Tensor) -> Tensor:  # pragma: no cover - interface
+    def identity_raw(
+        self, image_size: tuple[int, int] | None, device: torch.device | str = "cpu"
+    ) -> dict[str, Tensor]:
+        """The raw values of "do nothing" on images of ``image_size``, one sample each."""
+        return {
+            v.name: v.identity_tensor(image_size, device) for f in self.fields for v, _ in f.parts
+        }
+
+    def encode(
+        self, raw: dict[str, Tensor], size: tuple[int, int] | None, dtype=torch.float32
+    ) -> Tensor:
+        """Encoded parameters ``(B, param_dim)`` of raw values drawn for images of ``size``."""
+        return torch.cat([f.encode(raw, size, dtype) for f in self.fields], dim=1)
+
+    def decode(self, params: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:
+        """The raw values of encoded ``params`` ``(B, param_dim)`` for images ``image_size``."""
+        raw, start = {}, 0
+        for f in self.fields:
+            raw.update(f.decode(params[:, start : start + f.width], image_size))
+            start += f.width
+        return raw
+
+    def codec(self, name: str) -> Codec:
+        """The codec of the raw value ``name`` in this operation's encoding."""
+        return next(c for f in self.fields for v, c in f.parts if v.name == name)
+
+    def apply(self, x: Tensor, params: Tensor) -> Tensor:
         """Apply encoded parameters ``(B, param_dim)`` to ``x`` ``(B, 3, H, W)`` in [0, 1]."""
+        return self.apply_transform(x, self.decode(params, (x.shape[2], x.shape[3])))
+
+    def apply_transform(
+        self, x: Tensor, raw: dict[str, Tensor]
+    ) -> Tensor:  # pragma: no cover - interface
+        """Apply raw values (:meth:`draw`'s names) to ``x`` ``(B, 3, H, W)`` in [0, 1]."""
         raise NotImplementedError
 
     def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
         """Raise a ``ValueError`` when replayed ``params`` are outside this op's domain.
 
+        Flags must hold 0 or 1; then :meth:`check_raw` checks the decoded values.
         ``image_size`` is the ``(H, W)`` of the images the parameters are applied to.
         """
+        start = 0
+        for f in self.fields:
+            for v, _ in f.parts:
+                if v.kind == "flag":
+                    flags = params[:, start]
+                    if not bool(((flags == 0) | (flags == 1)).all()):
+                        raise ValueError(
+                            f"params column '{f.name}.{v.columns[0]}' must hold 0 or 1, got "
+                            f"{flags.unique()}"
+                        )
+                start += len(v.columns)
+        self.check_raw(params, self.decode(params, image_size), image_size)
 
-    def _check_flags(self, flags: Tensor, column: str) -> None:
-        if not bool(((flags == 0) | (flags == 1)).all()):
-            raise ValueError(f"params column {column!r} must hold 0 or 1, got {flags.unique()}")
+    def check_raw(
+        self, params: Tensor, raw: dict[str, Tensor], image_size: tuple[int, int]
+    ) -> None:
+        """Raise a ``ValueError`` when the decoded ``raw`` of ``params`` are out of domain."""
+
+    def sweeps(self, steps: int) -> list[Knob]:
+        """The knobs the per-augmentation report varies, ``steps`` values per continuous one.
+
+        Raises:
+            TypeError: the operation declares no sweep.
+        """
+        raise TypeError(
+            f"{type(self).__name__} declares no sweeps; pass "
+            "sweeps=[Sweep(name, unit, values, params)] built from augment.identity_params"
+        )
+
+    def sweep_params(self, knob: Knob) -> Tensor:
+        """Encoded parameters ``(K, param_dim)`` of ``knob``: identity but for its raw values.
+
+        Encoded in float64 and rounded once to float32.
+        """
+        raw = {
+            name: value.expand(len(knob.values), *value.shape)
+            for name, value in self.identity_raw(knob.image_size).items()
+        }
+        raw.update(knob.raw)
+        return self.encode(raw, knob.image_size, torch.float64).float()
 
 
 class RandomResizedCrop(ParamOp):
@@ -195,7 +386,7 @@ class RandomResizedCrop(ParamOp):
 
     The box is sampled exactly as torchvision does (10 tries of area ``scale`` and log-uniform
     aspect ``ratio``, integer pixels, central-crop fallback), then resampled for the whole
-    batch in one ``grid_sample`` call.
+    batch in one ``grid_sample`` call. Raw value: ``box`` ``(B, 4)`` in pixels of the input.
 
     Args:
         size: output size, ``int`` or ``(height, width)``.
@@ -236,30 +427,32 @@ class RandomResizedCrop(ParamOp):
             )
         self.interpolation = interpolation
         self.encoding = _check_encoding(encoding)
-        if encoding == "normalized":
-            identity, unit = (0.0, 0.0, 1.0, 1.0), "fractions of the input height/width"
-        else:
-            identity = (0.0, 0.0, float(self.size[0]), float(self.size[1]))
-            unit = "pixels of the input image (identity assumes input size = output size)"
-        self.fields = (
-            Field("crop", ("top", "left", "height", "width"), identity, f"crop box, {unit}"),
+        self.identity_size = self.size  # the official identity assumes input size = output
+        pixels = "pixels of the input image (identity assumes input size = output size)"
+        codecs = {
+            "normalized": Codec(scale=("height", "width", "height", "width")),
+            "official": Codec(whole=True),
+        }
+        box = Value(
+            "box",
+            ("top", "left", "height", "width"),
+            "pixels",
+            (0.0, 0.0, "height", "width"),
+            codecs,
+        )
+        self._declare(
+            FieldSpec(
+                "crop",
+                (box,),
+                {
+                    "normalized": "crop box, fractions of the input height/width",
+                    "official": f"crop box, {pixels}",
+                },
+            )
         )
 
-    def _boxes(self, params: Tensor, height: int, width: int) -> Tensor:
-        if self.encoding == "official":
-            return params.round()
-        scale = params.new_tensor([height, width, height, width])
-        return (params * scale).round()
-
-    def _draw(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        b, tries = batch_size, 10
+    def _draw(self, batch: Batch, generator: torch.Generator | None) -> dict[str, Tensor]:
+        (b, height, width, device), tries = batch, 10
         area = height * width
         target = area * _uniform((b, tries), device, generator, *self.scale)
         log_r = _uniform(
@@ -286,40 +479,113 @@ class RandomResizedCrop(ParamOp):
             [(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=h.dtype, device=device
         )
         boxes = torch.stack((top, left, h, w), dim=1)
-        boxes = torch.where(found[:, None], boxes, fallback)
-        if self.encoding == "official":
-            return boxes
-        return boxes / boxes.new_tensor([height, width, height, width])
+        return {"box": torch.where(found[:, None], boxes, fallback)}
 
-    def apply(self, x: Tensor, params: Tensor) -> Tensor:
-        boxes = self._boxes(params, x.shape[2], x.shape[3])
-        return AF.resized_crop(x, boxes, self.size, self.interpolation)
+    def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
+        return AF.resized_crop(x, raw["box"], self.size, self.interpolation)
 
-    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
+    def check_raw(
+        self, params: Tensor, raw: dict[str, Tensor], image_size: tuple[int, int]
+    ) -> None:
+        # the box in the encoding's own terms, so that no rounding decides: inside the encoded
+        # whole image, positive height and width, whole numbers where the encoding stores them
+        whole_image = self.encode(self.identity_raw(image_size), image_size)[0]
         top, left, h, w = params.unbind(-1)
-        if self.encoding == "normalized":
-            ok = (h > 0) & (w > 0) & (top >= 0) & (left >= 0) & (top + h <= 1) & (left + w <= 1)
-            if not bool(ok.all()):
-                raise ValueError(
-                    "params field 'crop' must be boxes (top, left, height, width) inside the "
-                    "image, as fractions in [0, 1] with positive height and width"
-                )
-            return
-        height, width = image_size
-        ok = (params == params.round()).all(dim=1) & (h >= 1) & (w >= 1) & (top >= 0)
-        ok &= (left >= 0) & (top + h <= height) & (left + w <= width)
+        ok = (h > 0) & (w > 0) & (top >= 0) & (left >= 0)
+        ok &= (top + h <= whole_image[2]) & (left + w <= whole_image[3])
+        if self.codec("box").whole:
+            ok &= (params == params.round()).all(dim=1)
         if not bool(ok.all()):
             row = int((~ok).nonzero()[0, 0])
+            field = self.fields[0]
             raise ValueError(
                 "params field 'crop' (columns crop.top, crop.left, crop.height, crop.width) "
-                "must be boxes in whole pixels inside the input image of (height, width) "
-                f"{(height, width)}, with height and width >= 1 (encoding 'official'); got "
-                f"{params[row].tolist()} in row {row}. Official boxes are pixels of the image "
-                "they were sampled for: replay them at that image size"
+                "must be boxes inside the input image of (height, width) "
+                f"{tuple(image_size)}, with positive height and width (encoding "
+                f"{self.encoding!r}: {field.description}); got {params[row].tolist()} in row "
+                f"{row}. Boxes in pixels are pixels of the image they were sampled for: replay "
+                "them at that image size"
             )
 
+    def sweeps(self, steps: int) -> list[Knob]:
+        """``crop_scale``: centred boxes of growing area; ``crop_x`` / ``crop_y``: a box of the
+        mid-range area moved along x and y.
 
-class HorizontalFlip(ParamOp):
+        The boxes are in pixels of an image of the output size (whole pixels) when the
+        encoding stores whole pixels, else of a 1 x 1 image (the encoding stores fractions of
+        the image, exactly).
+        """
+        whole = self.codec("box").whole
+        image = self.size if whole else (1, 1)
+        height, width = (float(v) for v in image)
+
+        def box(side: float, length: float, centre: float) -> tuple[float, float]:
+            """(start, size) of a box of ``side`` (fraction of ``length``) centred at ``centre``."""
+            size = float(max(1, round(side * length))) if whole else side * length
+            start = min(max(centre * length - size / 2, 0.0), length - size)
+            return (float(round(start)) if whole else start), size
+
+        def knob(name: str, unit: str, values: list[float], rows: list[tuple]) -> Knob:
+            """``rows``: per value, ``((top, height), (left, width))``."""
+            boxes = [(t, left, h, w) for (t, h), (left, w) in rows]
+            raw = {"box": torch.tensor(boxes, dtype=torch.float64)}
+            return Knob(name, unit, tuple(values), raw, image)
+
+        scales = sweep_grid(self.scale[0], 1.0, steps, 1.0)
+        side = (sum(self.scale) / 2) ** 0.5
+        shifts = sweep_grid(-(1 - side) / 2, (1 - side) / 2, steps, None)
+        unit = f"box centre - image centre, fraction of the {{}} (box area {side**2:.2f})"
+        centred = (box(side, height, 0.5), box(side, width, 0.5))
+        return [
+            knob(
+                "crop_scale",
+                "area fraction of a centred box (1 = identity)",
+                scales,
+                [(box(v**0.5, height, 0.5), box(v**0.5, width, 0.5)) for v in scales],
+            ),
+            knob(
+                "crop_x",
+                unit.format("width"),
+                shifts,
+                [(centred[0], box(side, width, 0.5 + d)) for d in shifts],
+            ),
+            knob(
+                "crop_y",
+                unit.format("height"),
+                shifts,
+                [(box(side, height, 0.5 + d), centred[1]) for d in shifts],
+            ),
+        ]
+
+    def sweep_params(self, knob: Knob) -> Tensor:
+        """:meth:`ParamOp.sweep_params`, with each box kept inside the image after rounding."""
+        p = super().sweep_params(knob)
+        whole_image = self.encode(self.identity_raw(knob.image_size), knob.image_size)[0]
+        p[:, 0] = torch.minimum(p[:, 0], whole_image[2] - p[:, 2])
+        p[:, 1] = torch.minimum(p[:, 1], whole_image[3] - p[:, 3])
+        return p
+
+
+class _FlagOp(ParamOp):
+    """An operation whose only parameter is its gate: one field, ``applied`` (0 / 1)."""
+
+    field_name: str
+    description: str
+    unit = "0 / 1"
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = _check_probability(p, "p")
+        self._declare(FieldSpec(self.field_name, (_flag(),), self.description))
+
+    def sweeps(self, steps: int) -> list[Knob]:
+        """The gate off and on: values 0, 1."""
+        return [
+            Knob(self.field_name, self.unit, (0.0, 1.0), {"applied": torch.tensor([False, True])})
+        ]
+
+
+class HorizontalFlip(_FlagOp):
     """Random horizontal flip with probability ``p``; field ``flip`` = 1 when flipped.
 
     Example:
@@ -329,26 +595,13 @@ class HorizontalFlip(ParamOp):
         True
     """
 
+    field_name, description, unit = "flip", "1 if mirrored left-right", "0 / 1 (mirrored)"
+
     def __init__(self, p: float = 0.5) -> None:
-        super().__init__()
-        self.p = _check_probability(p, "p")
-        self.fields = (Field("flip", ("applied",), (0.0,), "1 if mirrored left-right"),)
+        super().__init__(p)
 
-    def _draw(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        return _gate(self.p, batch_size, device, generator).float()[:, None]
-
-    def apply(self, x: Tensor, params: Tensor) -> Tensor:
-        return AF.hflip(x, params[:, 0] > 0.5)
-
-    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
-        self._check_flags(params[:, 0], "flip.applied")
+    def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
+        return AF.hflip(x, raw["applied"])
 
 
 class ColorJitter(ParamOp):
@@ -358,6 +611,7 @@ class ColorJitter(ParamOp):
     contrast 1, saturation 2, hue 3: operation applied at each step) and ``jitter_factors``
     (brightness, contrast, saturation, hue). Factors are drawn like torchvision's:
     ``U[max(0, 1 - s), 1 + s]`` for the first three, ``U[-hue, hue]`` for the hue (in turns).
+    Raw values: ``applied`` ``(B,)``, ``order`` ``(B, 4)`` int64, ``factors`` ``(B, 4)``.
 
     Encodings: ``"normalized"`` stores the factors minus their identity (so 0 = no change)
     and the order as ``(k - 1.5) / 1.5`` in [-1, 1]; ``"official"`` stores raw factors and
@@ -399,74 +653,88 @@ class ColorJitter(ParamOp):
         self.strengths = (float(brightness), float(contrast), float(saturation), float(hue))
         self.p = _check_probability(p, "p")
         self.encoding = _check_encoding(encoding)
-        if encoding == "normalized":
-            order_id = tuple((k - 1.5) / 1.5 for k in range(4))
-            factor_id, factor_desc = (0.0, 0.0, 0.0, 0.0), "factor - 1 (hue: shift in turns)"
-            order_desc = "op at each step, (k - 1.5) / 1.5 for k in 0..3"
-        else:
-            order_id = (0.0, 1.0, 2.0, 3.0)
-            factor_id, factor_desc = (1.0, 1.0, 1.0, 0.0), "raw factors (hue: shift in turns)"
-            order_desc = "op at each step, 0 brightness 1 contrast 2 saturation 3 hue"
-        self.fields = (
-            Field("color_jitter", ("applied",), (0.0,), "1 if colour jitter was applied"),
-            Field("jitter_order", ("step0", "step1", "step2", "step3"), order_id, order_desc),
-            Field(
+        ids = (1.0, 1.0, 1.0, 0.0)
+        order = Value(
+            "order",
+            ("step0", "step1", "step2", "step3"),
+            "index",
+            (0.0, 1.0, 2.0, 3.0),
+            {
+                "normalized": Codec(shift=(1.5,) * 4, scale=(1.5,) * 4),
+                "official": Codec(),
+            },
+        )
+        factors = Value(
+            "factors",
+            ("brightness", "contrast", "saturation", "hue"),
+            "real",
+            ids,
+            {"normalized": Codec(shift=ids), "official": Codec()},
+        )
+        self._declare(
+            FieldSpec("color_jitter", (_flag(),), "1 if colour jitter was applied"),
+            FieldSpec(
+                "jitter_order",
+                (order,),
+                {
+                    "normalized": "op at each step, (k - 1.5) / 1.5 for k in 0..3",
+                    "official": "op at each step, 0 brightness 1 contrast 2 saturation 3 hue",
+                },
+            ),
+            FieldSpec(
                 "jitter_factors",
-                ("brightness", "contrast", "saturation", "hue"),
-                factor_id,
-                factor_desc,
+                (factors,),
+                {
+                    "normalized": "factor - 1 (hue: shift in turns)",
+                    "official": "raw factors (hue: shift in turns)",
+                },
             ),
         )
 
-    def _draw(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        b, dev = batch_size, device
-        applied = _gate(self.p, b, dev, generator)
-        order = _uniform((b, 4), dev, generator).argsort(dim=1).float()
+    def _ranges(self) -> list[tuple[float, float]]:
+        """The sampling range of each factor (torchvision's)."""
         bs, cs, ss, hs = self.strengths
-        factors = torch.stack(
-            [
-                _uniform(b, dev, generator, max(0.0, 1 - bs), 1 + bs),
-                _uniform(b, dev, generator, max(0.0, 1 - cs), 1 + cs),
-                _uniform(b, dev, generator, max(0.0, 1 - ss), 1 + ss),
-                _uniform(b, dev, generator, -hs, hs),
-            ],
-            dim=1,
-        )
-        order = torch.where(applied[:, None], order, torch.arange(4.0, device=dev))
-        factors = torch.where(applied[:, None], factors, factors.new_tensor([1.0, 1.0, 1.0, 0.0]))
-        if self.encoding == "normalized":
-            order = (order - 1.5) / 1.5
-            factors = factors - factors.new_tensor([1.0, 1.0, 1.0, 0.0])
-        return torch.cat([applied.float()[:, None], order, factors], dim=1)
+        return [(max(0.0, 1 - s), 1 + s) for s in (bs, cs, ss)] + [(-hs, hs)]
 
-    def _decode(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        applied, order, factors = params[:, 0] > 0.5, params[:, 1:5], params[:, 5:9]
-        if self.encoding == "normalized":
-            order = order * 1.5 + 1.5
-            factors = factors + factors.new_tensor([1.0, 1.0, 1.0, 0.0])
-        return applied, order.round().long(), factors
+    def _draw(self, batch: Batch, generator: torch.Generator | None) -> dict[str, Tensor]:
+        b, dev = batch.size, batch.device
+        order = _uniform((b, 4), dev, generator).argsort(dim=1)
+        factors = torch.stack([_uniform(b, dev, generator, *r) for r in self._ranges()], dim=1)
+        return {"order": order, "factors": factors}
 
-    def apply(self, x: Tensor, params: Tensor) -> Tensor:
-        applied, order, factors = self._decode(params)
-        return AF.color_jitter(x, applied, order, factors)
+    def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
+        return AF.color_jitter(x, raw["applied"], raw["order"], raw["factors"])
 
-    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
-        self._check_flags(params[:, 0], "color_jitter.applied")
-        _, order, factors = self._decode(params)
+    def check_raw(
+        self, params: Tensor, raw: dict[str, Tensor], image_size: tuple[int, int]
+    ) -> None:
+        order, factors = raw["order"], raw["factors"]
         if not bool((order.sort(dim=1).values == torch.arange(4, device=order.device)).all()):
             raise ValueError("params field 'jitter_order' must encode a permutation of 0, 1, 2, 3")
         if not bool((factors[:, :3] >= 0).all()):
             raise ValueError("params field 'jitter_factors' must give non-negative factors")
 
+    def sweeps(self, steps: int) -> list[Knob]:
+        """Each factor over its sampling range, the jitter applied in the identity order (a
+        factor of strength 0 has no sweep)."""
+        names = ("brightness", "contrast", "saturation", "hue")
+        units = ["factor (1 = identity)"] * 3 + ["shift in turns (0 = identity)"]
+        identity = self.identity_raw(None)["factors"].double()
+        out = []
+        for k, (name, unit, (low, high)) in enumerate(
+            zip(names, units, self._ranges(), strict=True)
+        ):
+            values = sweep_grid(low, high, steps, float(identity[k]))
+            if len(values) < 2:
+                continue  # strength 0: the factor never varies
+            factors = identity.repeat(len(values), 1)
+            factors[:, k] = torch.tensor(values, dtype=torch.float64)
+            applied = factors[:, k] != identity[k]
+            out.append(Knob(name, unit, tuple(values), {"applied": applied, "factors": factors}))
+        return out
 
-class RandomGrayscale(ParamOp):
+
+class RandomGrayscale(_FlagOp):
     """torchvision's ``RandomGrayscale(p)``; field ``grayscale`` = 1 when applied.
 
     Example:
@@ -476,26 +744,13 @@ class RandomGrayscale(ParamOp):
         True
     """
 
+    field_name, description = "grayscale", "1 if converted to grey"
+
     def __init__(self, p: float = 0.2) -> None:
-        super().__init__()
-        self.p = _check_probability(p, "p")
-        self.fields = (Field("grayscale", ("applied",), (0.0,), "1 if converted to grey"),)
+        super().__init__(p)
 
-    def _draw(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        return _gate(self.p, batch_size, device, generator).float()[:, None]
-
-    def apply(self, x: Tensor, params: Tensor) -> Tensor:
-        return AF.random_grayscale(x, params[:, 0] > 0.5)
-
-    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
-        self._check_flags(params[:, 0], "grayscale.applied")
+    def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
+        return AF.random_grayscale(x, raw["applied"])
 
 
 class GaussianBlur(ParamOp):
@@ -528,21 +783,13 @@ class GaussianBlur(ParamOp):
         self.sigma = _check_range(sigma, "sigma")
         if self.sigma[0] <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        self.fields = (
-            Field("blur", ("applied", "sigma"), (0.0, 0.0), "1 if blurred; its sigma in pixels"),
+        sigma_value = Value("sigma", ("sigma",), "real", (0.0,), {e: Codec() for e in ENCODINGS})
+        self._declare(
+            FieldSpec("blur", (_flag(), sigma_value), "1 if blurred; its sigma in pixels")
         )
 
-    def _draw(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        applied = _gate(self.p, batch_size, device, generator)
-        sigma = _uniform(batch_size, device, generator, *self.sigma)
-        return torch.stack([applied.float(), torch.where(applied, sigma, 0.0)], dim=1)
+    def _draw(self, batch: Batch, generator: torch.Generator | None) -> dict[str, Tensor]:
+        return {"sigma": _uniform(batch.size, batch.device, generator, *self.sigma)}
 
     def check_image_size(self, size: tuple[int, int], what: str = "images") -> None:
         """Raise a ``ValueError`` unless the kernel's reflect padding fits ``size`` ``(h, w)``.
@@ -562,17 +809,25 @@ class GaussianBlur(ParamOp):
                 f"of at least {pad + 1}; use an odd kernel_size <= {2 * min(size) - 1}"
             )
 
-    def apply(self, x: Tensor, params: Tensor) -> Tensor:
+    def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
         self.check_image_size((x.shape[2], x.shape[3]))
-        return AF.gaussian_blur(x, params[:, 0] > 0.5, params[:, 1], self.kernel_size)
+        return AF.gaussian_blur(x, raw["applied"], raw["sigma"], self.kernel_size)
 
-    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
-        self._check_flags(params[:, 0], "blur.applied")
-        if not bool((params[params[:, 0] > 0.5, 1] > 0).all()):
+    def check_raw(
+        self, params: Tensor, raw: dict[str, Tensor], image_size: tuple[int, int]
+    ) -> None:
+        if not bool((raw["sigma"][raw["applied"]] > 0).all()):
             raise ValueError("params field 'blur' must have sigma > 0 where applied")
 
+    def sweeps(self, steps: int) -> list[Knob]:
+        """``blur_sigma``: 0 (no blur), then sigma over its range."""
+        values = [0.0, *sweep_grid(self.sigma[0], self.sigma[1], steps, None)]
+        sigma = torch.tensor(values, dtype=torch.float64)
+        raw = {"applied": sigma > 0, "sigma": sigma}
+        return [Knob("blur_sigma", "sigma in pixels (0 = no blur)", tuple(values), raw)]
 
-class RandomSolarize(ParamOp):
+
+class RandomSolarize(_FlagOp):
     """Random solarisation (BYOL): invert pixels ``>= threshold``; field ``solarize``.
 
     Example:
@@ -582,26 +837,13 @@ class RandomSolarize(ParamOp):
         [0.20000000298023224, 0.30000001192092896]
     """
 
+    field_name, description = "solarize", "1 if solarised"
+
     def __init__(self, p: float = 0.2, threshold: float = 0.5) -> None:
-        super().__init__()
-        self.p = _check_probability(p, "p")
+        super().__init__(p)
         if not 0 <= check_real(threshold, "threshold") <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = float(threshold)
-        self.fields = (Field("solarize", ("applied",), (0.0,), "1 if solarised"),)
 
-    def _draw(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        return _gate(self.p, batch_size, device, generator).float()[:, None]
-
-    def apply(self, x: Tensor, params: Tensor) -> Tensor:
-        return AF.solarize(x, params[:, 0] > 0.5, self.threshold)
-
-    def check_values(self, params: Tensor, image_size: tuple[int, int]) -> None:
-        self._check_flags(params[:, 0], "solarize.applied")
+    def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
+        return AF.solarize(x, raw["applied"], self.threshold)

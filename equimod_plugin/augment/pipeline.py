@@ -12,17 +12,18 @@ from equimod_plugin._checks import check_images, check_same_device, validation_e
 from equimod_plugin.augment.functional import compute_dtype
 from equimod_plugin.augment.layout import ParamLayout
 from equimod_plugin.augment.ops import (
+    Batch,
     GaussianBlur,
     ParamOp,
+    ParamSampler,
     RandomResizedCrop,
     check_int,
-    check_size,
 )
 
 _CHUNK_ELEMENTS = 2**21  # pixel values applied at a time by default (8 MB in float32)
 
 
-class ParamAugment(nn.Module):
+class ParamAugment(ParamSampler, nn.Module):
     """Apply operations in order and return the views with the parameters they used.
 
     Sampling and applying are separate: parameters are drawn first (all operations, the
@@ -72,7 +73,7 @@ class ParamAugment(nn.Module):
         for op in ops:
             if not isinstance(op, ParamOp):
                 raise TypeError(f"ops must be ParamOp instances, got {type(op).__name__}")
-            if getattr(op, "encoding", encoding) != encoding:
+            if op.encoding not in (None, encoding):
                 raise ValueError(
                     f"{type(op).__name__} uses encoding {op.encoding!r} but the pipeline "
                     f"uses {encoding!r}"
@@ -102,60 +103,15 @@ class ParamAugment(nn.Module):
         check_images(x)
         return self._sample(x, generator)
 
-    def sample_params(
-        self,
-        batch_size: int,
-        image_size: tuple[int, int] | int,
-        *,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Draw parameters ``(batch_size, P)`` for images of ``image_size``, without images.
-
-        The draws are those of :meth:`sample` on a ``(batch_size, 3, *image_size)`` batch on
-        ``device`` with the same ``generator`` state (or global RNG state), at the memory
-        cost of the parameters only.
-
-        Args:
-            batch_size: number of parameter rows, an int >= 0.
-            image_size: ``(H, W)`` (or one int for square images) of the images the
-                parameters are for: crop boxes depend on it.
-            device: device of the parameters (default: torch's default device).
-            generator: optional ``torch.Generator`` for the draws.
-
-        Returns:
-            ``(batch_size, P)`` float32 parameters.
-
-        Example:
-            >>> import torch
-            >>> from equimod_plugin import augment
-            >>> aug = augment.byol(32, view=2, variant="cifar")
-            >>> p = aug.sample_params(4, (32, 32), generator=torch.Generator().manual_seed(0))
-            >>> x = torch.zeros(4, 3, 32, 32)
-            >>> torch.equal(p, aug.sample(x, generator=torch.Generator().manual_seed(0)))
-            True
-        """
-        b = check_int(batch_size, "batch_size", minimum=0)
-        height, width = check_size(image_size, "image_size")
-        dev = torch.device(device) if device is not None else torch.get_default_device()
-        return self._draw(b, height, width, dev, generator)
-
     def _sample(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         b, _, height, width = x.shape
-        return self._draw(b, height, width, x.device, generator)
+        return self._sample_batch(Batch(b, height, width, x.device), generator)
 
-    def _draw(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        device: torch.device,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        if batch_size == 0:
-            return self.layout.identity(0, device=device)
+    def _sample_batch(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
+        if batch.size == 0:
+            return self.layout.identity(0, device=batch.device)
         return torch.cat(
-            [op._draw(batch_size, height, width, device, generator) for op in self.ops], dim=1
+            [op.encode(op.draw(batch, generator), batch.image_size) for op in self.ops], dim=1
         )
 
     def forward(

@@ -26,18 +26,9 @@ import numbers
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from equimod_plugin.augment import ops as op
 from equimod_plugin.augment.layout import Encoding
-from equimod_plugin.augment.ops import (
-    ColorJitter,
-    GaussianBlur,
-    HorizontalFlip,
-    ParamOp,
-    RandomGrayscale,
-    RandomResizedCrop,
-    RandomSolarize,
-    check_real,
-    check_size,
-)
+from equimod_plugin.augment.ops import ParamOp, check_real, check_size
 from equimod_plugin.augment.pipeline import ParamAugment
 
 Variant = Literal["cifar", "imagenet"]
@@ -78,10 +69,10 @@ def _common(
             f"jitter must be (brightness, contrast, saturation, hue) strengths, got {jitter!r}"
         )
     return [
-        RandomResizedCrop(size, scale, ratio, interpolation, encoding),
-        HorizontalFlip(hflip_p),
-        ColorJitter(*jitter, p=jitter_p, encoding=encoding),
-        RandomGrayscale(grayscale_p),
+        op.RandomResizedCrop(size, scale, ratio, interpolation, encoding),
+        op.HorizontalFlip(hflip_p),
+        op.ColorJitter(*jitter, p=jitter_p, encoding=encoding),
+        op.RandomGrayscale(grayscale_p),
     ]
 
 
@@ -146,7 +137,7 @@ def simclr(
     blur_p = (0.0 if cifar else 0.5) if blur_p is None else check_real(blur_p, "blur_p")
     if blur_p > 0 or not cifar:
         kernel = blur_kernel_size(size) if blur_kernel is None else blur_kernel
-        ops.append(GaussianBlur(blur_p, kernel, blur_sigma))
+        ops.append(op.GaussianBlur(blur_p, kernel, blur_sigma))
     return ParamAugment(ops, encoding)
 
 
@@ -225,12 +216,12 @@ def byol(
     if blur_kernel is None:
         blur_kernel = 3 if variant == "cifar" else blur_kernel_size(size)
     ops.append(
-        GaussianBlur(
+        op.GaussianBlur(
             (1.0 if view == 1 else 0.1) if blur_p is None else blur_p, blur_kernel, blur_sigma
         )
     )
     ops.append(
-        RandomSolarize(
+        op.RandomSolarize(
             (0.0 if view == 1 else 0.2) if solarize_p is None else solarize_p, solarize_threshold
         )
     )

@@ -37,15 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equimod_plugin._checks import check_images
-from equimod_plugin.augment import (
-    ColorJitter,
-    GaussianBlur,
-    HorizontalFlip,
-    ParamAugment,
-    RandomGrayscale,
-    RandomResizedCrop,
-    RandomSolarize,
-)
+from equimod_plugin.augment import ParamAugment
 from equimod_plugin.eval.probes import extract_features
 from equimod_plugin.heads import EquivarianceHead
 
@@ -219,117 +211,6 @@ def _line(cells: Sequence[str]) -> str:
 # default sweeps
 
 
-def _grid(low: float, high: float, steps: int, identity: float | None) -> list[float]:
-    """``steps`` values evenly spaced over [low, high], plus ``identity`` if not among them."""
-    values = torch.linspace(low, high, steps, dtype=torch.float64).tolist() if high > low else [low]
-    values = [round(v, 12) for v in values]  # 0.8, not 0.7999999999999999
-    if identity is not None:
-        values = [identity if abs(v - identity) < 1e-9 else v for v in values] + [identity]
-    return sorted(set(values))
-
-
-def _sweep(
-    augment: ParamAugment, name: str, unit: str, values: list[float], columns: dict[int, list]
-) -> Sweep:
-    """Identity rows, one per value, with ``columns[c][k]`` written to column ``c`` of row k."""
-    params = augment.identity_params(len(values)).to(torch.float64)
-    for c, column in columns.items():
-        params[:, c] = torch.tensor(column, dtype=torch.float64)
-    return Sweep(name, unit, tuple(values), params.float())
-
-
-def _crop_sweeps(op: RandomResizedCrop, augment: ParamAugment, steps: int) -> list[Sweep]:
-    """Centred boxes of growing area, and a box of the mid-range area moved along x and y."""
-    top = augment.layout.fields["crop"].start
-    official = augment.layout.encoding == "official"
-    # official boxes are pixels of an input of the output size (as its identity assumes)
-    height, width = (float(v) for v in op.size) if official else (1.0, 1.0)
-
-    def box(side: float, length: float, centre: float) -> tuple[float, float]:
-        """(start, size) of a box of ``side`` (fraction of ``length``) centred at ``centre``."""
-        size = float(max(1, round(side * length))) if official else side * length
-        start = min(max(centre * length - size / 2, 0.0), length - size)
-        return (float(round(start)) if official else start), size
-
-    def sweep(name: str, unit: str, values: list[float], rows: list[tuple]) -> Sweep:
-        """``rows``: per value, ``((top, height), (left, width))``."""
-        columns = {
-            top: [r[0][0] for r in rows],
-            top + 1: [r[1][0] for r in rows],
-            top + 2: [r[0][1] for r in rows],
-            top + 3: [r[1][1] for r in rows],
-        }
-        s = _sweep(augment, name, unit, values, columns)
-        if not official:  # keep top + height <= 1 and left + width <= 1 after float32 rounding
-            p = s.params
-            p[:, top] = torch.minimum(p[:, top], 1 - p[:, top + 2])
-            p[:, top + 1] = torch.minimum(p[:, top + 1], 1 - p[:, top + 3])
-        return s
-
-    scales = _grid(op.scale[0], 1.0, steps, 1.0)
-    side = (sum(op.scale) / 2) ** 0.5
-    shifts = _grid(-(1 - side) / 2, (1 - side) / 2, steps, None)
-    unit = f"box centre - image centre, fraction of the {{}} (box area {side**2:.2f})"
-    centred = (box(side, height, 0.5), box(side, width, 0.5))
-    return [
-        sweep(
-            "crop_scale",
-            "area fraction of a centred box (1 = identity)",
-            scales,
-            [(box(v**0.5, height, 0.5), box(v**0.5, width, 0.5)) for v in scales],
-        ),
-        sweep(
-            "crop_x",
-            unit.format("width"),
-            shifts,
-            [(centred[0], box(side, width, 0.5 + d)) for d in shifts],
-        ),
-        sweep(
-            "crop_y",
-            unit.format("height"),
-            shifts,
-            [(box(side, height, 0.5 + d), centred[1]) for d in shifts],
-        ),
-    ]
-
-
-def _jitter_sweeps(op: ColorJitter, augment: ParamAugment, steps: int) -> list[Sweep]:
-    """Each factor over its sampling range, the jitter applied in the identity order."""
-    applied = augment.layout.fields["color_jitter"].start
-    first = augment.layout.fields["jitter_factors"].start
-    normalized = augment.layout.encoding == "normalized"
-    out = []
-    names = ("brightness", "contrast", "saturation", "hue")
-    for k, (name, strength) in enumerate(zip(names, op.strengths, strict=True)):
-        if k < 3:
-            identity, low, high = 1.0, max(0.0, 1 - strength), 1 + strength
-            unit = "factor (1 = identity)"
-        else:
-            identity, low, high, unit = 0.0, -strength, strength, "shift in turns (0 = identity)"
-        values = _grid(low, high, steps, identity)
-        if len(values) < 2:
-            continue  # strength 0: the factor never varies
-        encoded_identity = 0.0 if normalized else identity
-        moved = [v != identity for v in values]
-        columns = {
-            applied: [float(m) for m in moved],
-            first + k: [v - identity + encoded_identity for v in values],
-        }
-        out.append(_sweep(augment, name, unit, values, columns))
-    return out
-
-
-def _flag_sweep(name: str, column: int, augment: ParamAugment, unit: str) -> Sweep:
-    return _sweep(augment, name, unit, [0.0, 1.0], {column: [0.0, 1.0]})
-
-
-def _blur_sweep(op: GaussianBlur, augment: ParamAugment, steps: int) -> Sweep:
-    start = augment.layout.fields["blur"].start
-    values = [0.0, *_grid(op.sigma[0], op.sigma[1], steps, None)]
-    columns = {start: [float(v > 0) for v in values], start + 1: values}
-    return _sweep(augment, "blur_sigma", "sigma in pixels (0 = no blur)", values, columns)
-
-
 def default_sweeps(augment: ParamAugment, steps: int = 9) -> list[Sweep]:
     """One sweep per knob of ``augment``'s operations, over the range the operation samples.
 
@@ -364,8 +245,12 @@ def default_sweeps(augment: ParamAugment, steps: int = 9) -> list[Sweep]:
     Returns:
         the sweeps, in the order of the operations.
 
+    Each operation declares its knobs (``op.sweeps(steps)``: raw values around its identity)
+    and encodes them (``op.sweep_params(knob)``); every other column holds the layout's
+    identity row (:class:`~equimod_plugin.augment.ParamOp`).
+
     Raises:
-        TypeError: ``augment`` has an operation this function does not know; build its
+        TypeError: ``augment`` has an operation that declares no sweeps; build its
             :class:`Sweep` by hand.
 
     Example:
@@ -381,26 +266,15 @@ def default_sweeps(augment: ParamAugment, steps: int = 9) -> list[Sweep]:
         raise TypeError(f"augment must be a ParamAugment, got {type(augment).__name__}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise ValueError(f"steps must be an int >= 2, got {steps!r}")
-    fields = augment.layout.fields
     sweeps: list[Sweep] = []
+    start = 0
     for op in augment.ops:
-        if isinstance(op, RandomResizedCrop):
-            sweeps += _crop_sweeps(op, augment, steps)
-        elif isinstance(op, HorizontalFlip):
-            sweeps.append(_flag_sweep("flip", fields["flip"].start, augment, "0 / 1 (mirrored)"))
-        elif isinstance(op, ColorJitter):
-            sweeps += _jitter_sweeps(op, augment, steps)
-        elif isinstance(op, RandomGrayscale):
-            sweeps.append(_flag_sweep("grayscale", fields["grayscale"].start, augment, "0 / 1"))
-        elif isinstance(op, GaussianBlur):
-            sweeps.append(_blur_sweep(op, augment, steps))
-        elif isinstance(op, RandomSolarize):
-            sweeps.append(_flag_sweep("solarize", fields["solarize"].start, augment, "0 / 1"))
-        else:
-            raise TypeError(
-                f"default_sweeps has no sweep for {type(op).__name__}; pass "
-                "sweeps=[Sweep(name, unit, values, params)] built from augment.identity_params"
-            )
+        columns = slice(start, start + op.param_dim)
+        start = columns.stop
+        for knob in op.sweeps(steps):
+            params = augment.identity_params(len(knob.values))
+            params[:, columns] = op.sweep_params(knob)
+            sweeps.append(Sweep(knob.name, knob.unit, knob.values, params))
     return sweeps
 
 

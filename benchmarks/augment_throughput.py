@@ -7,11 +7,11 @@ What is measured, at B = 256 images of S x S pixels for S = 32 and S = 224, in o
   ``(B, 3, S, S)`` batches as the ``DataLoader``'s collate would. Its output includes
   ``ToTensor`` and the ImageNet ``Normalize``. Runs in this process with one torch thread, as
   in a ``DataLoader`` worker (which sets one); PIL uses one core.
-- **plugin**: ``augment.byol(S, view=1)`` and ``augment.byol(S, view=2)`` (the ``"imagenet"``
-  recipe, blur kernel 23, which is lightly's recipe at every size) on the same images as one
-  float ``(B, 3, S, S)`` batch in [0, 1] (uint8 -> float conversion done beforehand, not
-  timed), followed by the same ImageNet normalisation; ``torch.set_num_threads(2)``, and
-  again with one thread for a per-core comparison.
+- **plugin**: ``augment.byol(S, view=1|2, interpolation="bilinear", blur_kernel=23)`` (the
+  ``"imagenet"`` recipe as lightly runs it at every size: bilinear crops, kernel 23) on the
+  same images as one float ``(B, 3, S, S)`` batch in [0, 1] (uint8 -> float conversion done
+  beforehand, not timed), followed by the same ImageNet normalisation;
+  ``torch.set_num_threads(2)``, and again with one thread for a per-core comparison.
 
 Both pipelines get the same S x S source images (seeded random square crops of
 ``skimage.data`` colour photos, resized with PIL) and produce S x S views, so every crop is an
@@ -155,7 +155,9 @@ def lightly_pipeline(images: Sequence[Image.Image], size: int) -> Pipeline:
 
 def plugin_pipeline(batch: Tensor, size: int, normalize: bool = True) -> Pipeline:
     """The plugin's BYOL views 1 and 2 on the whole batch, optionally normalised."""
-    aug1, aug2 = augment.byol(size, view=1), augment.byol(size, view=2)
+    # lightly's recipe at every size: bilinear crops, PIL blur up to sigma 2 (kernel 23 here)
+    recipe = {"interpolation": "bilinear", "blur_kernel": 23}
+    aug1, aug2 = augment.byol(size, view=1, **recipe), augment.byol(size, view=2, **recipe)
 
     def run() -> tuple[Tensor, Tensor]:
         v1, v2 = aug1(batch)[0], aug2(batch)[0]
@@ -243,7 +245,8 @@ def markdown(hw: dict[str, object], timings: list[Timing], stats: list[dict[str,
         "",
         "Images/s: one image = its two BYOL views. lightly: per PIL image, in-process, one torch "
         "thread as in a DataLoader worker (PIL uses one core), views stacked; plugin: "
-        "`augment.byol(S, view=1|2)` (ImageNet recipe, blur kernel 23) on the float batch, "
+        '`augment.byol(S, view=1|2, interpolation="bilinear", blur_kernel=23)` (lightly\'s '
+        "recipe) on the float batch, "
         f"{THREADS} torch threads (last columns: 1). Both include ImageNet normalisation. "
         "Speedup: median over interleaved repetitions of lightly's time / the plugin's; the "
         f"target applies to the {THREADS}-thread plugin.",

@@ -6,9 +6,10 @@ random images of S x S pixels (B = 64 at S = 32, B = 8 at S = 224), for K = 8, 1
 augmentations:
 
 - **(a) augment and re-encode**: the batch repeated K times, ``(B K, 3, S, S)``, goes through
-  one call of ``augment.byol(S, view=1)`` (the default ``"imagenet"`` recipe, blur kernel 23,
-  at both sizes), the views are normalised with the ImageNet mean and std, encoded in chunks
-  (512 images at 32 px, 64 at 224 px) and the K embeddings of each image averaged.
+  one call of ``augment.byol(S, view=1, interpolation="bilinear", blur_kernel=23)`` (the
+  ``"imagenet"`` recipe as lightly runs it, at both sizes), the views are normalised with the
+  ImageNet mean and std, encoded in chunks (512 images at 32 px, 64 at 224 px) and the K
+  embeddings of each image averaged.
   ``aug`` is the part of (a) spent augmenting and normalising.
 - **(b) steer**: the B images are normalised and encoded once, then
   ``SteeringOperator(512, 18, kind="low_rank").steer_many(features, params)`` with K fixed
@@ -166,7 +167,7 @@ class Case:
 
 def build_case(config: SizeConfig, ks: tuple[int, ...]) -> Case:
     torch.manual_seed(SEED)
-    aug = augment.byol(config.size, view=1)
+    aug = augment.byol(config.size, view=1, interpolation="bilinear", blur_kernel=23)
     encoder = resnet18()
     images = torch.rand(config.batch, 3, config.size, config.size)
     generator = torch.Generator().manual_seed(SEED)
@@ -397,7 +398,8 @@ def markdown(hw: dict[str, object], results: list[dict[str, object]]) -> str:
             f"the run took {hw['elapsed_s'] / 60:.1f} min.",
             "",
             "Milliseconds, medians over interleaved repetitions. **(a)**: one "
-            "`augment.byol(S, view=1)` call on the batch repeated K times, normalise, encode "
+            "`augment.byol(S, view=1)` (bilinear, blur kernel 23) call on the batch repeated "
+            "K times, normalise, encode "
             "the B K views, average. **aug**: the augment + normalise part of (a). **(b)**: "
             "encode the B images once, `SteeringOperator(512, 18, kind='low_rank')"
             ".steer_many`, average. Speedups are medians of per-repetition ratios; **ideal** is "

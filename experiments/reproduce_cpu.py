@@ -63,6 +63,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "reprod
 DATASETS = {"fmnist": 0, "tint8": 8, "tint24": 24}  # number of hues (0: grey)
 METHODS = ("simclr", "simclr+equimod", "byol", "byol+equimod", "byol+steering")
 RUNS = tuple((d, m) for d in DATASETS for m in METHODS if m != "byol+steering" or d == "tint8")
+RANDOM_INIT = "random-init"  # the BYOL model and its monitor head, evaluated untrained
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class Config:
     knn_k: int = 20
     equimod_weight: float = 1.0
     seed: int = 0
+    momentum_base: float = 0.996
+    momentum_per_step: bool = False
     processes: int = 2
     shipped_sample: bool = False
 
@@ -124,6 +127,7 @@ class Monitor(nn.Module):
 def build(method: str, equimod_weight: float = 1.0) -> tuple[nn.Module, EquivarianceBranch]:
     """The model and its branch; the baselines' term is a :class:`Monitor`."""
     base, _, extra = method.partition("+")
+    base = "byol" if method == RANDOM_INIT else base
     backbone = convnet()
     model = BYOL(backbone, dim=32) if base == "byol" else SimCLR(backbone, dim=32)
     views = augment.byol_views(32, variant="cifar") if base == "byol" else augment.simclr(32, variant="cifar")
@@ -154,11 +158,15 @@ def train(method: str, images: Tensor, config: Config) -> tuple[nn.Module, list[
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=5e-4)
     loader = torch.utils.data.DataLoader(images, batch_size=config.batch_size, shuffle=True, drop_last=True)
     log = []
-    for epoch in range(config.epochs):
+    epochs = 0 if method == RANDOM_INIT else config.epochs
+    for epoch in range(epochs):
         start, totals = time.perf_counter(), torch.zeros(2)
-        momentum = cosine_schedule(epoch, config.epochs, 0.996, 1)
+        momentum = cosine_schedule(epoch, config.epochs, config.momentum_base, 1)
         sums: dict[str, float] = {}
-        for batch in loader:
+        for i, batch in enumerate(loader):
+            if config.momentum_per_step:  # BYOL's schedule over steps, as in its paper
+                steps = epoch * len(loader) + i
+                momentum = cosine_schedule(steps, config.epochs * len(loader), config.momentum_base, 1)
             x0, x1 = branch.views(batch)
             if is_byol:
                 update_momentum(model.backbone, model.backbone_momentum, m=momentum)
@@ -362,7 +370,7 @@ def figures(report: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         for r in results:
-            if r["dataset"] == dataset and "term_relative" in r["training"][0]:
+            if r["dataset"] == dataset and r["training"] and "term_relative" in r["training"][0]:
                 epochs = [e["epoch"] + 1 for e in r["training"]]
                 ax.plot(epochs, [e["term_relative"] for e in r["training"]], marker="o", label=r["method"])
         ax.set_xlabel("epoch")
@@ -394,7 +402,13 @@ def main() -> None:
     parser.add_argument("--train-images", type=int)
     parser.add_argument("--processes", type=int)
     parser.add_argument("--equimod-weight", type=float, help="weight of the EquiMod term (default 1, the paper's)")
-    parser.add_argument("--only", nargs="*", help="runs to do, e.g. tint8/byol tint8/byol+equimod")
+    parser.add_argument("--only", nargs="*", help=f"runs to do, e.g. tint8/byol tint8/byol+equimod tint8/{RANDOM_INIT}")
+    parser.add_argument("--seed", type=int, help="seed of the weights and the views (default 0)")
+    parser.add_argument("--lr", type=float, help="SGD learning rate (default 0.06)")
+    parser.add_argument("--momentum-base", type=float, help="BYOL target momentum at the start (default 0.996)")
+    parser.add_argument(
+        "--momentum-per-step", action="store_true", help="cosine momentum schedule per step, not per epoch"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
     args = parser.parse_args()
     config = SMOKE if args.smoke else Config()
@@ -403,10 +417,15 @@ def main() -> None:
         "train_images": args.train_images,
         "processes": args.processes,
         "equimod_weight": args.equimod_weight,
+        "seed": args.seed,
+        "lr": args.lr,
+        "momentum_base": args.momentum_base,
+        "momentum_per_step": args.momentum_per_step or None,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     out = args.out or (Path(tempfile.mkdtemp(prefix="reproduction_")) if args.smoke else DEFAULT_OUT)
     runs = [r for r in RUNS if not args.only or "/".join(r) in args.only]
+    runs += [(d, RANDOM_INIT) for d in DATASETS if f"{d}/{RANDOM_INIT}" in (args.only or [])]
     source = fashion_mnist_source("train", sample=True if config.shipped_sample else None)
     print(f"data: {source}; {len(runs)} runs, {config.processes} at a time")
     jobs = [(d, m, config, str(out)) for d, m in runs]

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from lightly.utils.lars import LARS
 from torch import Tensor
+from torchvision.transforms import InterpolationMode
 
 from equimod_plugin import EquiModLoss
 
@@ -231,3 +232,26 @@ def test_linear_eval_trains_a_linear_layer_on_the_frozen_backbone(
     assert (
         math.isfinite(metrics["val_loss"]) and 0 <= metrics["val_top1"] <= metrics["val_top5"] <= 1
     )
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet"])
+def test_linear_eval_transforms_are_bicubic(dataset: str) -> None:
+    # PAPERS.md §1: the official linear evaluation crops and resizes bicubic (CIFAR test:
+    # Resize 36 + CenterCrop 32); torchvision's default would be bilinear
+    cfg = recipes.load_config(PAPER / "configs" / f"linear_{dataset}.yaml")
+    train, test = linear_eval.transforms(cfg, [[0.5] * 3, [0.5] * 3])
+    bicubic = InterpolationMode.BICUBIC
+    assert train.transforms[0].interpolation == bicubic
+    assert test.transforms[0].interpolation == bicubic
+    if dataset == "cifar10":
+        assert (test.transforms[0].size, test.transforms[1].size) == (36, (32, 32))
+
+
+@pytest.mark.parametrize(("method", "dataset"), list(RECIPES))
+def test_paper_configs_feed_the_official_standardised_parameters(method: str, dataset: str) -> None:
+    # PAPERS.md §1: the official projector receives (p - p_mean) / p_std with the official
+    # constants of the dataset and method
+    cfg = recipes.load_config(PAPER / "configs" / f"{method}_{dataset}.yaml")
+    for aug in pretrain.make_augments(cfg):
+        assert aug.layout.encoding == "official_standardized"
+        assert aug.layout.param_dim == RECIPES[(method, dataset)][1]

@@ -13,17 +13,18 @@ look at the encoding. The encodings:
 - ``"normalized"``: crop box as fractions of the input height and width, factors centred on
   their identity value, jitter order as ``(k - 1.5) / 1.5``;
 - ``"official"``: the official EquiMod code's values before its per-dataset standardisation
-  (crop box in pixels of the input, raw factors, integer order).
-
-A third encoding (the official code's standardisation) is one more name in :data:`ENCODINGS`
-and one more :class:`Codec` per :class:`Value`: the official codec followed by
-``(x - mean) / std`` per column, i.e. ``shift = official shift + mean * official scale`` and
-``scale = official scale * std``.
+  (crop box in pixels of the input, raw factors, integer order);
+- ``"official_standardized"``: what the official code's parameter projector receives, the
+  official values standardised per column, ``(x - mean) / std`` with the official code's
+  per-dataset, per-method constants (:mod:`equimod_plugin.augment.standardize`). Its codec is
+  derived from the official one (:meth:`Codec.standardized`), so a :class:`Value` declares
+  codecs for :data:`BASE_ENCODINGS` only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -35,8 +36,15 @@ from torch import Tensor
 
 from equimod_plugin._checks import check_matrix
 
-Encoding = Literal["normalized", "official"]
-ENCODINGS: tuple[str, ...] = ("normalized", "official")
+Encoding = Literal["normalized", "official", "official_standardized"]
+#: The encodings every :class:`Value` declares a :class:`Codec` for.
+BASE_ENCODINGS: tuple[str, ...] = ("normalized", "official")
+#: The official values standardised per column with per-dataset constants.
+STANDARDIZED = "official_standardized"
+ENCODINGS: tuple[str, ...] = (*BASE_ENCODINGS, STANDARDIZED)
+
+#: Per-column ``(mean, std)`` of a standardisation, keyed ``"field.column"``.
+Standardization = Mapping[str, tuple[float, float]]
 
 #: A per-column constant: a number, or ``"height"`` / ``"width"`` of the input image in pixels.
 Size = float | Literal["height", "width"]
@@ -117,6 +125,36 @@ class Codec:
             for v, s, c in zip(values, shift, scale, strict=True)
         )
 
+    @property
+    def is_raw(self) -> bool:
+        """The columns hold the raw values themselves (no shift, no scale)."""
+        return not (self.shift or self.scale)
+
+    def standardized(self, mean: Sequence[float], std: Sequence[float]) -> Codec:
+        """This codec followed by ``(x - mean) / std`` per column, as one codec.
+
+        ``shift = shift + mean * scale`` and ``scale = scale * std``; the scale must be
+        numbers (not the image ``"height"`` / ``"width"``).
+
+        Example:
+            >>> import torch
+            >>> codec = Codec().standardized((2.0,), (4.0,))
+            >>> codec.encode(torch.tensor([[10.0]]), None).tolist()
+            [[2.0]]
+        """
+        if any(isinstance(c, str) for c in self.scale):
+            raise ValueError(f"cannot standardise a codec scaled by the image size: {self}")
+        if not all(float(s) > 0 and math.isfinite(float(s)) for s in std):
+            raise ValueError(f"std must be finite and positive, got {tuple(std)}")
+        shift = self.shift or (0.0,) * len(mean)
+        scale = self.scale or (1.0,) * len(mean)
+        return Codec(
+            shift=tuple(s + m * c for s, m, c in zip(shift, mean, scale, strict=True)),  # type: ignore[operator]
+            scale=tuple(c * d for c, d in zip(scale, std, strict=True)),  # type: ignore[operator]
+            whole=self.whole,
+            description=self.description,
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class Value:
@@ -128,10 +166,12 @@ class Value:
         kind: a :data:`Kind`.
         identity: its value when the operation does nothing (entries may be ``"height"`` /
             ``"width"``: the whole image).
-        codecs: one :class:`Codec` per name of :data:`ENCODINGS`.
+        codecs: one :class:`Codec` per name of :data:`BASE_ENCODINGS` (the standardised
+            encoding derives its codec from the official one).
 
     Example:
-        >>> flag = Value("applied", ("applied",), "flag", (0.0,), {e: Codec() for e in ENCODINGS})
+        >>> codecs = {e: Codec() for e in BASE_ENCODINGS}
+        >>> flag = Value("applied", ("applied",), "flag", (0.0,), codecs)
         >>> flag.identity_tensor(None, "cpu").tolist()
         False
     """
@@ -169,7 +209,7 @@ class FieldSpec:
 
     Example:
         >>> spec = FieldSpec("flip", (Value("applied", ("applied",), "flag", (0.0,),
-        ...     {e: Codec() for e in ENCODINGS}),), "1 if mirrored left-right")
+        ...     {e: Codec() for e in BASE_ENCODINGS}),), "1 if mirrored left-right")
         >>> field = spec.field("official", None)
         >>> field.columns, field.identity, field.description
         (('applied',), (0.0,), '1 if mirrored left-right')
@@ -179,21 +219,48 @@ class FieldSpec:
     values: tuple[Value, ...]
     description: str | Mapping[str, str]
 
-    def field(self, encoding: str, image_size: tuple[int, int] | None) -> Field:
-        """The field in ``encoding``; its identity row is encoded for images of ``image_size``."""
-        parts = tuple((v, v.codecs[encoding]) for v in self.values)
+    def field(
+        self,
+        encoding: str,
+        image_size: tuple[int, int] | None,
+        standardization: Standardization | None = None,
+    ) -> Field:
+        """The field in ``encoding``; its identity row is encoded for images of ``image_size``.
+
+        The standardised encoding needs ``standardization``, the ``(mean, std)`` of each of
+        the field's columns (keyed ``"field.column"``).
+        """
+        if encoding == STANDARDIZED:
+            if standardization is None:
+                raise ValueError(f"encoding {STANDARDIZED!r} needs per-column (mean, std)")
+            parts = []
+            for v in self.values:
+                keys = [f"{self.name}.{c}" for c in v.columns]
+                missing = [k for k in keys if k not in standardization]
+                if missing:
+                    raise ValueError(f"the standardisation has no (mean, std) for {missing}")
+                mean, std = zip(*(standardization[k] for k in keys), strict=True)
+                parts.append((v, v.codecs["official"].standardized(mean, std)))
+            parts = tuple(parts)
+        else:
+            parts = tuple((v, v.codecs[encoding]) for v in self.values)
         identity = tuple(
             x
             for v, c in parts
             for x in c.encode_values(resolve(v.identity, image_size), image_size)
         )
         desc = self.description
+        if not isinstance(desc, str):
+            desc = desc[encoding] if encoding in desc else desc["official"]
+        if encoding == STANDARDIZED:
+            desc = f"{desc}; standardised, (x - mean) / std per column"
         return Field(
             self.name,
             tuple(col for v in self.values for col in v.columns),
             identity,
-            desc if isinstance(desc, str) else desc[encoding],
+            desc,
             parts,
+            encoding,
         )
 
 
@@ -208,6 +275,7 @@ class Field:
         description: what the columns hold, in this encoding.
         parts: the raw values the columns store, in column order, each with the codec of this
             encoding (empty for a field built by hand: it cannot encode or decode).
+        encoding: the encoding :attr:`parts` are in (``""`` for a field built by hand).
 
     Example:
         >>> from equimod_plugin import augment
@@ -223,6 +291,7 @@ class Field:
     parts: tuple[tuple[Value, Codec], ...] = dataclasses.field(
         default=(), compare=False, repr=False
     )
+    encoding: str = dataclasses.field(default="", compare=False, repr=False)
 
     @property
     def width(self) -> int:
@@ -260,8 +329,11 @@ class ParamLayout:
     Args:
         fields: the fields in column order.
         encoding: ``"normalized"`` (crop box as fractions of the image, factors centred on their
-            identity value) or ``"official"`` (the encoding of the official EquiMod code before
-            its per-dataset standardisation: crop box in pixels, raw factors).
+            identity value), ``"official"`` (the encoding of the official EquiMod code before
+            its per-dataset standardisation: crop box in pixels, raw factors) or
+            ``"official_standardized"`` (the official values standardised per column, as the
+            official parameter projector receives them). Fields declared by operations must
+            be in this encoding.
 
     Example:
         >>> from equimod_plugin import augment
@@ -278,6 +350,12 @@ class ParamLayout:
             raise ValueError(f"fields must have unique names, got {names}")
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        wrong = [f.name for f in fields if f.parts and f.encoding != encoding]
+        if encoding == STANDARDIZED and wrong:  # other encodings: ops declare flags in any
+            raise ValueError(
+                f"fields {wrong} are not standardised but the layout's encoding is "
+                f"{STANDARDIZED!r}: call op.standardize(constants) on their operations"
+            )
         self.encoding: Encoding = encoding
         self._fields = fields
         slices: OrderedDict[str, slice] = OrderedDict()

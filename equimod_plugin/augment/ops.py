@@ -22,7 +22,16 @@ import torch
 from torch import Tensor, nn
 
 from equimod_plugin.augment import functional as AF
-from equimod_plugin.augment.layout import ENCODINGS, Codec, Encoding, Field, FieldSpec, Value
+from equimod_plugin.augment.layout import (
+    BASE_ENCODINGS,
+    STANDARDIZED,
+    Codec,
+    Encoding,
+    Field,
+    FieldSpec,
+    Standardization,
+    Value,
+)
 
 __all__ = [
     "ColorJitter",
@@ -141,8 +150,14 @@ class ParamSampler:
 
 
 def _check_encoding(encoding: str) -> Encoding:
-    if encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if encoding == STANDARDIZED:
+        raise ValueError(
+            f"encoding {STANDARDIZED!r} needs per-column constants: build the operation with "
+            "encoding='official' and call its standardize(constants), or use a preset "
+            f"(augment.simclr / augment.byol with encoding={STANDARDIZED!r})"
+        )
+    if encoding not in BASE_ENCODINGS:
+        raise ValueError(f"encoding must be one of {BASE_ENCODINGS}, got {encoding!r}")
     return encoding  # type: ignore[return-value]
 
 
@@ -212,7 +227,12 @@ class Knob:
 
 def _flag(name: str = "applied") -> Value:
     """A 0 / 1 raw flag, stored as is in every encoding."""
-    return Value(name, ("applied",), "flag", (0.0,), {e: Codec() for e in ENCODINGS})
+    return Value(name, ("applied",), "flag", (0.0,), {e: Codec() for e in BASE_ENCODINGS})
+
+
+#: How far a standardised flag or crop pixel may decode from a whole number (float32
+#: round-off of ``x * std + mean``; the official constants keep it below 1e-4).
+_FLAG_TOLERANCE = 1e-3
 
 
 class ParamOp(ParamSampler, nn.Module):
@@ -248,12 +268,38 @@ class ParamOp(ParamSampler, nn.Module):
     encoding: Encoding | None = None
     #: ``(H, W)`` its identity row is encoded for (the crop's output size); ``None``: any.
     identity_size: tuple[int, int] | None = None
+    #: per-column ``(mean, std)`` of the ``"official_standardized"`` encoding, else ``None``.
+    standardization: Standardization | None = None
 
     def _declare(self, *specs: FieldSpec) -> None:
         """Set :attr:`fields` from ``specs`` in :attr:`encoding` (normalized when ``None``)."""
+        self._specs = specs
         self.fields = tuple(
-            s.field(self.encoding or "normalized", self.identity_size) for s in specs
+            s.field(self.encoding or "normalized", self.identity_size, self.standardization)
+            for s in specs
         )
+
+    def standardize(self, constants: Standardization) -> ParamOp:
+        """Switch to the ``"official_standardized"`` encoding, in place; returns ``self``.
+
+        The official values of each column ``c`` are stored as ``(x - mean) / std`` with
+        ``(mean, std) = constants["field.column"]`` (the official code's constants:
+        :func:`equimod_plugin.augment.standardize.official_standardization`). The operation
+        must be in the ``"official"`` encoding (or have the same fields in every encoding).
+
+        Example:
+            >>> flip = HorizontalFlip(p=1.0).standardize({"flip.applied": (0.5, 0.5)})
+            >>> flip.encoding, flip.sample_params(2, 8).tolist()
+            ('official_standardized', [[1.0], [1.0]])
+        """
+        if self.encoding not in (None, "official"):
+            raise ValueError(
+                f"only an operation in the 'official' encoding can be standardised; "
+                f"{type(self).__name__} uses {self.encoding!r}"
+            )
+        self.encoding, self.standardization = STANDARDIZED, dict(constants)
+        self._declare(*self._specs)
+        return self
 
     @property
     def param_dim(self) -> int:
@@ -341,13 +387,16 @@ class ParamOp(ParamSampler, nn.Module):
         """
         start = 0
         for f in self.fields:
-            for v, _ in f.parts:
+            for v, c in f.parts:
                 if v.kind == "flag":
-                    flags = params[:, start]
-                    if not bool(((flags == 0) | (flags == 1)).all()):
+                    flags = c.decode(params[:, start : start + 1], image_size)[:, 0]
+                    # raw flags exactly; standardised ones up to float32 round-off
+                    tol = 0.0 if c.is_raw else _FLAG_TOLERANCE
+                    if not bool((((flags).abs() <= tol) | ((flags - 1).abs() <= tol)).all()):
+                        what = "hold 0 or 1" if c.is_raw else f"encode 0 or 1 ({f.description})"
                         raise ValueError(
-                            f"params column '{f.name}.{v.columns[0]}' must hold 0 or 1, got "
-                            f"{flags.unique()}"
+                            f"params column '{f.name}.{v.columns[0]}' must {what}, got "
+                            f"{params[:, start].unique()}"
                         )
                 start += len(v.columns)
         self.check_raw(params, self.decode(params, image_size), image_size)
@@ -488,13 +537,20 @@ class RandomResizedCrop(ParamOp):
         self, params: Tensor, raw: dict[str, Tensor], image_size: tuple[int, int]
     ) -> None:
         # the box in the encoding's own terms, so that no rounding decides: inside the encoded
-        # whole image, positive height and width, whole numbers where the encoding stores them
-        whole_image = self.encode(self.identity_raw(image_size), image_size)[0]
-        top, left, h, w = params.unbind(-1)
+        # whole image, positive height and width, whole numbers where the encoding stores them;
+        # standardised pixels: the decoded box, whole up to float32 round-off
+        codec = self.codec("box")
+        box, whole_image = params, self.encode(self.identity_raw(image_size), image_size)[0]
+        whole = box == box.round()
+        if codec.whole and not codec.is_raw:
+            box = codec.decode(params, image_size)
+            whole = (box - box.round()).abs() <= _FLAG_TOLERANCE
+            box, whole_image = box.round(), box.new_tensor((0, 0, *image_size))
+        top, left, h, w = box.unbind(-1)
         ok = (h > 0) & (w > 0) & (top >= 0) & (left >= 0)
         ok &= (top + h <= whole_image[2]) & (left + w <= whole_image[3])
-        if self.codec("box").whole:
-            ok &= (params == params.round()).all(dim=1)
+        if codec.whole:
+            ok &= whole.all(dim=1)
         if not bool(ok.all()):
             row = int((~ok).nonzero()[0, 0])
             field = self.fields[0]
@@ -560,6 +616,8 @@ class RandomResizedCrop(ParamOp):
     def sweep_params(self, knob: Knob) -> Tensor:
         """:meth:`ParamOp.sweep_params`, with each box kept inside the image after rounding."""
         p = super().sweep_params(knob)
+        if self.codec("box").whole:  # whole pixels: decoded exactly, nothing to keep inside
+            return p
         whole_image = self.encode(self.identity_raw(knob.image_size), knob.image_size)[0]
         p[:, 0] = torch.minimum(p[:, 0], whole_image[2] - p[:, 2])
         p[:, 1] = torch.minimum(p[:, 1], whole_image[3] - p[:, 3])
@@ -783,7 +841,9 @@ class GaussianBlur(ParamOp):
         self.sigma = _check_range(sigma, "sigma")
         if self.sigma[0] <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        sigma_value = Value("sigma", ("sigma",), "real", (0.0,), {e: Codec() for e in ENCODINGS})
+        sigma_value = Value(
+            "sigma", ("sigma",), "real", (0.0,), {e: Codec() for e in BASE_ENCODINGS}
+        )
         self._declare(
             FieldSpec("blur", (_flag(), sigma_value), "1 if blurred; its sigma in pixels")
         )
@@ -811,7 +871,10 @@ class GaussianBlur(ParamOp):
 
     def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
         self.check_image_size((x.shape[2], x.shape[3]))
-        return AF.gaussian_blur(x, raw["applied"], raw["sigma"], self.kernel_size)
+        out = AF.gaussian_blur(x, raw["applied"], raw["sigma"], self.kernel_size)
+        # a weighted mean of [0, 1] pixels, up to float round-off (1 ulp above 1 next to the
+        # bicubic crop's clamped pixels): kept in [0, 1]
+        return out.clamp_(0, 1)
 
     def check_raw(
         self, params: Tensor, raw: dict[str, Tensor], image_size: tuple[int, int]

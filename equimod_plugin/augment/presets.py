@@ -1,19 +1,26 @@
 """The published augmentation recipes of SimCLR and BYOL, as used by EquiMod.
 
 Every probability, range and kernel size is an argument; ``None`` means "the recipe's value
-for this ``variant``". Defaults follow lightly's ``SimCLRTransform`` / ``BYOLView{1,2}Transform``
-and the EquiMod paper (see ``docs/augmentations.md``):
+for this ``variant``". Defaults are the official EquiMod code's recipes (``src/dataset.py`` of
+its ``SimCLR+EquiMod`` and ``BYOL+EquiMod`` branches, as recorded in the project's PAPERS.md
+§1; see ``docs/augmentations.md``). Every crop is bicubic with ratio (3/4, 4/3) and flip
+p 0.5:
 
 ========================  ==================  ==================  ==================
 setting                   SimCLR CIFAR        SimCLR ImageNet     BYOL (view 1 / 2)
 ========================  ==================  ==================  ==================
-crop scale                (0.2, 1), bicubic   (0.08, 1)           (0.08, 1)
+crop scale                (0.2, 1)            (0.08, 1)           CIFAR (0.2, 1);
+                                                                  ImageNet (0.08, 1)
 colour jitter (p = 0.8)   0.4, 0.4, 0.4, 0.1  0.8, 0.8, 0.8, 0.2  0.4, 0.4, 0.2, 0.1
 grayscale                 0.2                 0.2                 0.2
 blur p (kernel)           none                0.5 (10 %)          1.0 / 0.1 (10 %; CIFAR 3)
 solarize p                none                none                0.0 / 0.2
 parameter width P         15                  17                  18
 ========================  ==================  ==================  ==================
+
+``encoding="official_standardized"`` stores what the official parameter projector receives:
+the official values standardised with the official constants of the preset's method and
+``variant`` (:func:`~equimod_plugin.augment.standardize.official_standardization`).
 
 The blur kernel of the ImageNet recipes is 10 % of the view size, as SimCLR specifies:
 :func:`blur_kernel_size` gives the nearest odd size (23 at 224 px, the official value; 3 at
@@ -27,9 +34,10 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from equimod_plugin.augment import ops as op
-from equimod_plugin.augment.layout import Encoding
+from equimod_plugin.augment.layout import ENCODINGS, STANDARDIZED, Encoding
 from equimod_plugin.augment.ops import ParamOp, check_real, check_size
 from equimod_plugin.augment.pipeline import ParamAugment
+from equimod_plugin.augment.standardize import official_standardization
 
 Variant = Literal["cifar", "imagenet"]
 
@@ -51,6 +59,29 @@ def blur_kernel_size(size: int | tuple[int, int]) -> int:
     """
     side = min(check_size(size, "size"))
     return min(max(3, 2 * (side // 20) + 1), 2 * side - 1)
+
+
+def _pipeline(ops: list[ParamOp], encoding: str, method: str, variant: str) -> ParamAugment:
+    """``ParamAugment(ops)`` in ``encoding``; the standardised one takes the official
+    constants of ``method`` on ``variant``, whose columns the ops must have exactly."""
+    if encoding != STANDARDIZED:
+        return ParamAugment(ops, encoding)
+    constants = official_standardization(method, variant)  # type: ignore[arg-type]
+    columns = [f"{f.name}.{c}" for o in ops for f in o.fields for c in f.columns]
+    if columns != list(constants):
+        raise ValueError(
+            f"encoding {STANDARDIZED!r} uses the official constants of {method} {variant}, "
+            f"for the columns {list(constants)}; these options give the columns {columns} "
+            "(e.g. a blur added to SimCLR CIFAR): use encoding='official' (or 'normalized') "
+            "and standardise the parameters yourself"
+        )
+    return ParamAugment([o.standardize(constants) for o in ops], STANDARDIZED)
+
+
+def _check_preset_encoding(encoding: str) -> str:
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    return "official" if encoding == STANDARDIZED else encoding
 
 
 def _common(
@@ -82,7 +113,7 @@ def simclr(
     *,
     scale: tuple[float, float] | None = None,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    interpolation: str | None = None,
+    interpolation: str = "bicubic",
     hflip_p: float = 0.5,
     jitter: tuple[float, float, float, float] | None = None,
     jitter_p: float = 0.8,
@@ -98,7 +129,9 @@ def simclr(
         size: output size of the views.
         variant: ``"cifar"`` (EquiMod's CIFAR-10 recipe: no blur, P = 15) or ``"imagenet"``
             (blur, P = 17).
-        scale, ratio, interpolation: the random resized crop.
+        scale, ratio: the random resized crop's area fraction and aspect ratio; ``scale``
+            ``None``: (0.2, 1) for ``"cifar"``, (0.08, 1) for ``"imagenet"`` (official).
+        interpolation: the crop's, ``"bicubic"`` (every official crop) or ``"bilinear"``.
         hflip_p: probability of a horizontal flip.
         jitter: (brightness, contrast, saturation, hue) strengths; ``jitter_p`` its probability.
         grayscale_p: probability of grayscale.
@@ -108,7 +141,9 @@ def simclr(
             padding ``blur_kernel // 2`` is not smaller than the view size raises a
             ``ValueError``.
         blur_sigma: range of the blur's sigma, drawn uniformly.
-        encoding: parameter encoding, ``"normalized"`` or ``"official"``.
+        encoding: parameter encoding, ``"normalized"``, ``"official"`` or
+            ``"official_standardized"`` (the official values standardised with the official
+            SimCLR constants of ``variant``; needs the official columns: no blur on CIFAR).
 
     Returns:
         A :class:`~equimod_plugin.augment.pipeline.ParamAugment`; called on ``(B, 3, H, W)``
@@ -120,6 +155,9 @@ def simclr(
         15
         >>> augment.simclr(224).layout.param_dim
         17
+        >>> aug = augment.simclr(32, variant="cifar", encoding="official_standardized")
+        >>> [round(v, 3) for v in aug.identity_params(1)[0, :4].tolist()]  # whole 32 px crop
+        [-1.085, -1.084, 1.742, 1.741]
     """
     _check_variant(variant)
     cifar = variant == "cifar"
@@ -127,18 +165,18 @@ def simclr(
         size,
         scale or ((0.2, 1.0) if cifar else (0.08, 1.0)),
         ratio,
-        interpolation or ("bicubic" if cifar else "bilinear"),
+        interpolation,
         hflip_p,
         jitter or ((0.4, 0.4, 0.4, 0.1) if cifar else (0.8, 0.8, 0.8, 0.2)),
         jitter_p,
         grayscale_p,
-        encoding,
+        _check_preset_encoding(encoding),
     )
     blur_p = (0.0 if cifar else 0.5) if blur_p is None else check_real(blur_p, "blur_p")
     if blur_p > 0 or not cifar:
         kernel = blur_kernel_size(size) if blur_kernel is None else blur_kernel
         ops.append(op.GaussianBlur(blur_p, kernel, blur_sigma))
-    return ParamAugment(ops, encoding)
+    return _pipeline(ops, encoding, "simclr", variant)
 
 
 def byol(
@@ -146,9 +184,9 @@ def byol(
     view: int = 1,
     variant: Variant = "imagenet",
     *,
-    scale: tuple[float, float] = (0.08, 1.0),
+    scale: tuple[float, float] | None = None,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    interpolation: str = "bilinear",
+    interpolation: str = "bicubic",
     hflip_p: float = 0.5,
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
     jitter_p: float = 0.8,
@@ -168,11 +206,13 @@ def byol(
     Args:
         size: output size of the views.
         view: 1 or 2.
-        variant: ``"cifar"`` (blur kernel 3) or ``"imagenet"`` (blur kernel 10 % of the view
-            size, 23 at 224 px).
-        scale: range of the crop area, as a fraction of the image area.
+        variant: ``"cifar"`` (crop scale (0.2, 1), blur kernel 3) or ``"imagenet"`` (crop scale
+            (0.08, 1), blur kernel 10 % of the view size, 23 at 224 px).
+        scale: range of the crop area, as a fraction of the image area; ``None``: the
+            official value of ``variant``, (0.2, 1) for CIFAR (the official code's, whose
+            crop-height mean 23.37 at 32 px shows it) and (0.08, 1) for ImageNet.
         ratio: range of the crop aspect ratio (width / height).
-        interpolation: ``"bilinear"`` or ``"bicubic"``.
+        interpolation: ``"bicubic"`` (every official crop) or ``"bilinear"``.
         hflip_p: probability of a horizontal flip.
         jitter: (brightness, contrast, saturation, hue) strengths of the colour jitter.
         jitter_p: probability of the colour jitter.
@@ -185,7 +225,10 @@ def byol(
         blur_sigma: range of the blur's sigma, drawn uniformly.
         solarize_p: probability of solarisation; ``None``: 0.0 for view 1, 0.2 for view 2.
         solarize_threshold: pixels ``>= threshold`` are inverted.
-        encoding: parameter encoding, ``"normalized"`` or ``"official"``.
+        encoding: parameter encoding, ``"normalized"``, ``"official"`` or
+            ``"official_standardized"`` (the official values standardised with the official
+            BYOL constants of ``variant``, which the official code uses for both views
+            although they do not match BYOL's blur and solarize probabilities).
 
     Returns:
         A :class:`~equimod_plugin.augment.pipeline.ParamAugment`; called on ``(B, 3, H, W)``
@@ -204,14 +247,14 @@ def byol(
         raise ValueError(f"view must be 1 or 2, got {view!r}")
     ops = _common(
         size,
-        scale,
+        scale or ((0.2, 1.0) if variant == "cifar" else (0.08, 1.0)),
         ratio,
         interpolation,
         hflip_p,
         jitter,
         jitter_p,
         grayscale_p,
-        encoding,
+        _check_preset_encoding(encoding),
     )
     if blur_kernel is None:
         blur_kernel = 3 if variant == "cifar" else blur_kernel_size(size)
@@ -225,7 +268,7 @@ def byol(
             (0.0 if view == 1 else 0.2) if solarize_p is None else solarize_p, solarize_threshold
         )
     )
-    return ParamAugment(ops, encoding)
+    return _pipeline(ops, encoding, "byol", variant)
 
 
 def byol_views(

@@ -2,7 +2,7 @@
 
 The backbone is frozen (no gradient, BatchNorm in eval mode); a linear layer on its features
 is trained with SGD Nesterov for 90 epochs, lr 0.2 at batch 256 with a cosine schedule to
-1e-4, and evaluated with the published test transform (CIFAR-10: Resize 36, CenterCrop 32).
+1e-4, and evaluated with the published test transform (CIFAR-10: Resize 36 bicubic, CenterCrop 32).
 Settings: ``configs/linear_{dataset}.yaml``. Built on lightly's ``LinearClassifier`` (top-1
 and top-5 accuracy, frozen model) with the paper's optimizer.
 
@@ -99,8 +99,10 @@ def transforms(cfg: recipes.Config, normalize: Sequence[Sequence[float]]) -> tup
     t = cfg["transforms"]
     norm = [T.ToTensor(), T.Normalize(*normalize)]
     flip = [T.RandomHorizontalFlip()] if t["hflip"] else []
-    train = T.Compose([T.RandomResizedCrop(t["size"], scale=tuple(t["crop_scale"])), *flip, *norm])
-    test = T.Compose([T.Resize(t["test_resize"]), T.CenterCrop(t["size"]), *norm])
+    mode = T.InterpolationMode(t["interpolation"])  # the official code: bicubic
+    crop = T.RandomResizedCrop(t["size"], scale=tuple(t["crop_scale"]), interpolation=mode)
+    train = T.Compose([crop, *flip, *norm])
+    test = T.Compose([T.Resize(t["test_resize"], interpolation=mode), T.CenterCrop(t["size"]), *norm])
     return train, test
 
 

@@ -7,8 +7,15 @@ Fashion-MNIST sample shipped with the package (5000 images; the full dataset is 
 probe on frozen backbone features (against the same encoder at random init) and EquiMod's
 equivariance metrics on held-out images.
 
-    python examples/quickstart.py                  # about 3 minutes on 2 CPU cores
-    python examples/quickstart.py --smoke          # a few seconds, for tests
+This script is ``examples/quickstart.py`` in the repository (copy it out to adapt it: it
+imports only installed packages) and, unchanged, the module ``equimod_plugin.quickstart`` of
+the installed package, so that a pip install can run it (the tests keep the two identical).
+It needs the ``examples`` extra: ``pip install 'equimod-plugin[examples]'``.
+
+    python -m equimod_plugin.quickstart            # about 4 minutes on 2 CPU cores
+    python -m equimod_plugin.quickstart --smoke    # a few seconds, for tests
+    equimod-quickstart --smoke                     # the same, as a console script
+    python examples/quickstart.py --smoke          # the same, from a clone
 """
 
 from __future__ import annotations
@@ -19,18 +26,25 @@ import time
 
 import torch
 import torch.nn.functional as F
-from lightly.loss import NegativeCosineSimilarity
-from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from torch import nn
-from tqdm import tqdm
 
 from equimod_plugin import augment
 from equimod_plugin.augment import Normalize
 from equimod_plugin.eval.datasets import fashion_mnist_source, load_fashion_mnist
 from equimod_plugin.eval.probes import extract_features, linear_probe
-from equimod_plugin.integrations.lightly import attach
+
+try:  # the `examples` extra: lightly (with torchvision) and tqdm
+    from lightly.loss import NegativeCosineSimilarity
+    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.utils.scheduler import cosine_schedule
+    from tqdm import tqdm
+
+    from equimod_plugin.integrations.lightly import attach
+except ImportError as error:
+    missing = (error.name or getattr(error.__cause__, "name", None) or "").split(".")[0]
+    message = f"the quickstart needs {missing or error}: pip install 'equimod-plugin[examples]'"
+    raise ImportError(message) from error
 
 
 def convnet(width: int = 32) -> nn.Module:
@@ -75,8 +89,9 @@ def to_rgb32(images: torch.Tensor) -> torch.Tensor:
 
 
 def probe(backbone: nn.Module, normalize: Normalize, train, test) -> float:
-    features = [extract_features(backbone, to_rgb32(x), transform=normalize) for x, _ in (train, test)]
-    return linear_probe(features[0], train[1], features[1], test[1])
+    train_features = extract_features(backbone, to_rgb32(train[0]), transform=normalize)
+    test_features = extract_features(backbone, to_rgb32(test[0]), transform=normalize)
+    return linear_probe(train_features, train[1], test_features, test[1])
 
 
 def main() -> None:
@@ -144,8 +159,9 @@ def main() -> None:
         model.equivariance.loss()
     held_out = model.equivariance.metrics()
     print(f"\ntrained {args.epochs} epochs in {minutes:.1f} min on {device}")
-    print(f"linear probe, frozen backbone: {probe(model.backbone, model.equivariance.normalize, train, test):.1%}")
-    print(f"linear probe, random init:     {probe(random_init, model.equivariance.normalize, train, test):.1%}")
+    normalize = model.equivariance.normalize
+    print(f"linear probe, frozen backbone: {probe(model.backbone, normalize, train, test):.1%}")
+    print(f"linear probe, random init:     {probe(random_init, normalize, train, test):.1%}")
     print(
         "equivariance on 512 held-out images: "
         f"absolute {held_out['absolute']:.3f}, relative {held_out['relative']:.2f} "

@@ -20,7 +20,7 @@ STEPS = 3
 
 
 def lightly_model_and_loader() -> tuple[Any, Any, Any]:
-    import pytorch_lightning as pl  # the example's Lightning package
+    import pytorch_lightning as pl  # the example's Lightning package (lightly's)
     from lightly_byol_lightning import BYOL  # the lightly Lightning example's module
 
     from equimod_plugin.eval.datasets import FashionMNISTSample

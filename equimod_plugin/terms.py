@@ -5,7 +5,7 @@ It receives the backbone features of the originals and of the views, and the vie
 parameters, and returns a scalar loss; it also reports metrics of its last call for
 logging. :class:`Term` is that contract; :class:`EquiModTerm` and :class:`SteeringTerm`
 implement it, and :func:`build_term` is the one place where a term named in a config
-(``"equimod"``, ``"steering"``) is built for a backbone's feature width.
+(``"equimod"``, ``"steering"``, ``"monitor"``) is built for a backbone's feature width.
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ from equimod_plugin.losses import EquiModLoss
 from equimod_plugin.metrics import equivariance_metrics
 from equimod_plugin.steering import Kind, SteeringLoss, SteeringOperator
 
-__all__ = ["TERM_BUILDERS", "EquiModTerm", "SteeringTerm", "Term", "TermSpec", "build_term"]
+__all__ = [
+    "TERM_BUILDERS",
+    "EquiModTerm",
+    "Monitor",
+    "SteeringTerm",
+    "Term",
+    "TermSpec",
+    "build_term",
+]
 
 
 @runtime_checkable
@@ -230,9 +238,51 @@ class SteeringTerm(nn.Module):
             }
 
 
+class Monitor(nn.Module):
+    """A term trained on detached features: it measures equivariance, the encoder never feels it.
+
+    Wraps any term (EquiMod's by default): its head learns to predict the views from features
+    whose gradients are cut, so an invariance-only baseline trained through the same branch
+    gets EquiMod's equivariance metrics from a *trained* head (a ``weight=0`` branch would
+    report an untrained one). Add its loss as usual: it trains the head only.
+
+    Args:
+        term: the term to train on detached features.
+
+    Example:
+        >>> import torch
+        >>> monitor = Monitor(EquiModTerm(feature_dim=8, param_dim=3, hidden_dim=16))
+        >>> f = torch.randn(4, 8, requires_grad=True)
+        >>> monitor(f, torch.randn(2, 4, 8), torch.randn(2, 4, 3)).backward()
+        >>> f.grad is None, sorted(monitor.metrics())[:2]
+        (True, ['absolute', 'cos_original'])
+    """
+
+    def __init__(self, term: Term) -> None:
+        super().__init__()
+        if not isinstance(term, nn.Module) or not callable(getattr(term, "metrics", None)):
+            raise TypeError(f"term must be a Term module (e.g. EquiModTerm), got {term!r:.80}")
+        self.term = term
+        self.feature_dim, self.param_dim = term.feature_dim, term.param_dim
+
+    @classmethod
+    def build(cls, feature_dim: int, augment: ParamAugment, **kwargs: Any) -> Monitor:
+        """A monitor of EquiMod's term for ``feature_dim`` features and ``augment``."""
+        return cls(EquiModTerm.build(feature_dim, augment, **kwargs))
+
+    def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
+        """The wrapped term's loss on detached features (shapes as the term's)."""
+        return self.term(features_o.detach(), features_views.detach(), params)
+
+    def metrics(self) -> dict[str, float]:
+        """The wrapped term's metrics of the last call."""
+        return self.term.metrics()  # type: ignore[no-any-return]
+
+
 TERM_BUILDERS: dict[str, Callable[..., Term]] = {
     "equimod": EquiModTerm.build,
     "steering": SteeringTerm.build,
+    "monitor": Monitor.build,
 }
 """The terms a config can name, and their builders ``(feature_dim, augment, **kwargs)``."""
 

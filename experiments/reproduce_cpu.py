@@ -55,9 +55,10 @@ from torch import Tensor, nn
 
 from _tinted import BYOL, convnet, normalize, tinted_split
 from equimod_plugin import EquiModLoss, augment, equimod_branch, steering_branch
+from equimod_plugin.branch import EquivarianceBranch
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import eta_squared, extract_features, knn_accuracy, linear_probe
-from equimod_plugin.wrap import EquivarianceBranch
+from equimod_plugin.terms import Monitor
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "reproduction"
 DATASETS = {"fmnist": 0, "tint8": 8, "tint24": 24}  # number of hues (0: grey)
@@ -110,22 +111,8 @@ class SimCLR(nn.Module):
         return self.projection_head(self.backbone(x).flatten(1))
 
 
-class Monitor(nn.Module):
-    """A term that learns on detached features: it measures, the encoder never feels it."""
-
-    def __init__(self, term: nn.Module) -> None:
-        super().__init__()
-        self.term = term
-
-    def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
-        return self.term(features_o.detach(), features_views.detach(), params)
-
-    def metrics(self) -> dict[str, float]:
-        return self.term.metrics()  # type: ignore[no-any-return]
-
-
 def build(method: str, equimod_weight: float = 1.0) -> tuple[nn.Module, EquivarianceBranch]:
-    """The model and its branch; the baselines' term is a :class:`Monitor`."""
+    """The model and its branch; the baselines' term is a :class:`~equimod_plugin.terms.Monitor`."""
     base, _, extra = method.partition("+")
     base = "byol" if method == RANDOM_INIT else base
     backbone = convnet()

@@ -581,3 +581,14 @@ def test_branch_trains_under_bf16_autocast(term):
     params = torch.zeros(2, 8, aug[0].layout.param_dim)
     with pytest.raises(ValueError, match="one dtype"):  # outside autocast: no silent promotion
         branch.term(f, torch.stack([f, f]).double(), params)
+
+
+def test_monitor_term_trains_its_head_on_detached_features():
+    """A baseline's equivariance, measured by a trained head the encoder never feels."""
+    model = attached(SimCLR(convnet()), augment.simclr(SIZE, variant="cifar"), term="monitor")
+    model.equivariance.views(torch.rand(6, 3, SIZE, SIZE))
+    model.equivariance.loss().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    head = model.equivariance.term.term.head
+    assert all(p.grad is not None for p in head.parameters() if p.requires_grad)
+    assert {"absolute", "relative"} <= set(model.equivariance.metrics())

@@ -1,72 +1,31 @@
-"""What the CPU experiments share: the quickstart's model, tinted Fashion-MNIST at 32 px, the
-branch's normalisation, the quickstart's BYOL training loop with a branch, and the post-hoc fit
-of a steering operator.
+"""What the CPU experiments share: tinted Fashion-MNIST at 32 px, the branch's normalisation,
+the quickstart's BYOL training loop with a branch, and the post-hoc fit of a steering operator.
 
 Used by ``steering_eval.py``, ``augmentation_report.py`` and ``reproduce_cpu.py``, which import
 it as a sibling module (``python experiments/<script>.py`` puts this folder on ``sys.path``).
-``convnet`` and ``BYOL`` are those of ``examples/quickstart.py``, which has to run alone when
-copied out; ``tests/test_reproduction.py`` checks that both give the same model.
+The scripts take the model (``convnet``, ``BYOL``) from the installed quickstart,
+``equimod_plugin.quickstart`` (the same file as ``examples/quickstart.py``).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
 import torch
 import torch.nn.functional as F
 from lightly.loss import NegativeCosineSimilarity
-from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
 from equimod_plugin import SteeringLoss, SteeringOperator
+from equimod_plugin.augment import Normalize
+from equimod_plugin.branch import EquivarianceBranch
 from equimod_plugin.eval.datasets import load_fashion_mnist, random_hue_labels, tint
-from equimod_plugin.wrap import IMAGENET_NORMALIZE, EquivarianceBranch
 
-
-def convnet(width: int = 32) -> nn.Module:
-    """6 conv-BN-ReLU layers, two of them strided, and global average pooling."""
-    layers: list[nn.Module] = []
-    channels = 3
-    for i in range(6):
-        layers += [
-            nn.Conv2d(channels, width, 3, stride=2 if i in (2, 4) else 1, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-        ]
-        channels = width
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
-class BYOL(nn.Module):
-    def __init__(self, backbone: nn.Module, dim: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projection_head = BYOLProjectionHead(dim, 256, 64)
-        self.prediction_head = BYOLPredictionHead(64, 256, 64)
-        self.backbone_momentum = copy.deepcopy(self.backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.backbone(x).flatten(start_dim=1)
-        z = self.projection_head(y)
-        return self.prediction_head(z)
-
-    def forward_momentum(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.backbone_momentum(x).flatten(start_dim=1)
-        z = self.projection_head_momentum(y)
-        return z.detach()
-
-
-def normalize(images: Tensor) -> Tensor:
-    """What the branch feeds the backbone: ImageNet mean/std normalisation of [0, 1] images."""
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET_NORMALIZE)
-    return (images - mean) / std
+#: What the branch feeds the backbone: ImageNet mean/std normalisation of [0, 1] images.
+normalize = Normalize.imagenet()
 
 
 def tinted_split(

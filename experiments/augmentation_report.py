@@ -35,11 +35,12 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-from _tinted import BYOL, convnet, fit_operator, normalize, tinted_split, train_byol
+from _tinted import fit_operator, normalize, tinted_split, train_byol
 from equimod_plugin import SteeringOperator, augment, equimod_branch
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import extract_features
 from equimod_plugin.eval.report import AugmentationReport, augmentation_report
+from equimod_plugin.quickstart import BYOL, convnet
 from equimod_plugin.wrap import EquivarianceBranch
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "augmentation_report"

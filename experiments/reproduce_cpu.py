@@ -53,11 +53,12 @@ from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
-from _tinted import BYOL, convnet, normalize, tinted_split
+from _tinted import normalize, tinted_split
 from equimod_plugin import EquiModLoss, augment, equimod_branch, steering_branch
 from equimod_plugin.branch import EquivarianceBranch
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import eta_squared, extract_features, knn_accuracy, linear_probe
+from equimod_plugin.quickstart import BYOL, convnet
 from equimod_plugin.terms import Monitor
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "reproduction"

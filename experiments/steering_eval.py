@@ -59,11 +59,12 @@ import torch.nn.functional as F
 from imagecorruptions import corrupt
 from torch import Tensor, nn
 
-from _tinted import BYOL, convnet, fit_operator, normalize, tinted_split, train_byol
+from _tinted import fit_operator, normalize, tinted_split, train_byol
 from equimod_plugin import SteeringOperator, SteeringTerm, augment, steering_branch
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import extract_features, linear_probe, roc_auc
+from equimod_plugin.quickstart import BYOL, convnet
 from equimod_plugin.tta import SteeredTTA, tta_params
 from equimod_plugin.wrap import EquivarianceBranch
 

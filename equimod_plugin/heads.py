@@ -58,7 +58,13 @@ class EquivarianceHead(nn.Module):
       BatchNorm without affine parameters. The default 3 layers (two hidden layers of 2048)
       is what the official code runs; lightly's SimCLR v1 head has 2.
     - parameter projector: ``Linear(param_dim, param_embed_dim, bias=False)`` then
-      ``BatchNorm1d(param_embed_dim)``.
+      ``BatchNorm1d(param_embed_dim)``. With ``standardize_params=True`` a
+      ``BatchNorm1d(param_dim, affine=False)`` standardises each parameter column first, the
+      role the official code's hard-coded ``(p - mean) / std`` plays: the Linear's gradient
+      for a column scales with that column's variance, so unstandardised columns (crop
+      coordinates next to rare gates) train at learning rates that differ by orders of
+      magnitude. The parameters' distribution does not drift during training, so the running
+      statistics used in eval mode converge to the true moments.
     - predictor u: on ``cat[y_o, proj(params)]``, one ``Linear(output_dim +
       param_embed_dim, output_dim, bias=False)`` then BatchNorm without affine; each entry of
       ``predictor_hidden_dims`` inserts a Linear -> BatchNorm -> ReLU block before it.
@@ -80,6 +86,11 @@ class EquivarianceHead(nn.Module):
         predictor_hidden_dims: Widths of the hidden layers of the predictor u; empty (the
             default) for the single linear layer of the official code.
         num_projector_layers: Number of linear layers of the projector g' (at least 1).
+        standardize_params: Standardise the parameters with a non-affine BatchNorm before
+            the parameter projector. Off by default, as in the official head, whose input the
+            ``"official_standardized"`` encoding already standardises;
+            :meth:`EquiModTerm.build <equimod_plugin.terms.EquiModTerm.build>` turns it on for
+            the other encodings.
 
     Examples:
         >>> import torch
@@ -101,6 +112,7 @@ class EquivarianceHead(nn.Module):
         param_embed_dim: int = 128,
         predictor_hidden_dims: Sequence[int] = (),
         num_projector_layers: int = 3,
+        standardize_params: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -126,7 +138,13 @@ class EquivarianceHead(nn.Module):
         self.output_dim = output_dim
 
         self.projector = _mlp(input_dim, [hidden_dim] * (num_projector_layers - 1), output_dim)
+        if not isinstance(standardize_params, bool):
+            raise TypeError(f"standardize_params must be a bool, got {standardize_params!r}")
+        standardize: list[nn.Module] = (
+            [nn.BatchNorm1d(param_dim, affine=False)] if standardize_params else []
+        )
         self.param_projector = nn.Sequential(
+            *standardize,
             nn.Linear(param_dim, param_embed_dim, bias=False),
             nn.BatchNorm1d(param_embed_dim),
         )
@@ -134,7 +152,7 @@ class EquivarianceHead(nn.Module):
 
     def _check_like_weights(self, **tensors: Tensor) -> None:
         """Inputs must share the head's device and, outside autocast, its dtype."""
-        weight = self.param_projector[0].weight
+        weight = self.param_projector[-2].weight
         check_like(weight, "head", **tensors)
         if torch.is_autocast_enabled(weight.device.type):
             return

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from equimod_plugin._checks import check_like, check_matrix, check_views
 from equimod_plugin.augment import ParamAugment
+from equimod_plugin.augment.layout import STANDARDIZED
 from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput
 from equimod_plugin.losses import EquiModLoss
 from equimod_plugin.metrics import equivariance_metrics
@@ -103,7 +104,13 @@ class EquiModTerm(nn.Module):
 
     @classmethod
     def build(cls, feature_dim: int, augment: ParamAugment, **kwargs: Any) -> EquiModTerm:
-        """The term for ``feature_dim`` features and ``augment``'s parameters."""
+        """The term for ``feature_dim`` features and ``augment``'s parameters.
+
+        The head standardises the parameters (``standardize_params``) unless ``augment``
+        uses the ``"official_standardized"`` encoding, which the official constants already
+        standardise; pass ``standardize_params`` to choose.
+        """
+        kwargs.setdefault("standardize_params", augment.layout.encoding != STANDARDIZED)
         return cls(feature_dim, augment.layout.param_dim, **kwargs)
 
     def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:

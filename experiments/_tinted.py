@@ -45,6 +45,46 @@ def tinted_split(
     return F.interpolate(rgb, size=32, mode="bilinear").clamp(0, 1), labels[index], hues
 
 
+#: The colour photos scikit-image ships (``skimage.data``), one content class each.
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+
+
+def photo_split(split: str, n: int, num_hues: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` random 32 px crops of scikit-image's colour photos, hue-rotated: a colour task on
+    natural colours (Fashion-MNIST's tint colours grey objects instead).
+
+    Content label: which of the :data:`PHOTOS` a crop comes from (training crops from the left
+    70 % of each photo, test crops from the right 30 %). Hue label ``k``: the crop's hue is
+    rotated by ``k / num_hues`` of a turn (``kornia.enhance.adjust_hue``). Crops cover 2-12 %
+    of the photo's area (aspect ratio 1), resized with antialiasing. Images ``(n, 3, 32, 32)``
+    in [0, 1]; ``seed`` fixes the crops and the hues.
+    """
+    import kornia
+    import skimage.data
+
+    g = torch.Generator().manual_seed(seed)
+    photos = [torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float() / 255 for name in PHOTOS]
+    labels = torch.randint(len(photos), (n,), generator=g)
+    area = torch.empty(n).uniform_(0.02, 0.12, generator=g)
+    corner = torch.rand(n, 2, generator=g)
+    crops = []
+    for i in range(n):
+        photo = photos[int(labels[i])]
+        h, w = photo.shape[1:]
+        side = int(math.sqrt(float(area[i]) * h * w))
+        left, width = (0, int(0.7 * w)) if split == "train" else (int(0.7 * w), w - int(0.7 * w))
+        side = min(side, width, h)
+        x0 = left + int(corner[i, 0] * (width - side))
+        y0 = int(corner[i, 1] * (h - side))
+        crop = photo[None, :, y0 : y0 + side, x0 : x0 + side]
+        crops.append(F.interpolate(crop, size=32, mode="bilinear", antialias=True))
+    images = torch.cat(crops).clamp(0, 1)
+    hues = random_hue_labels(n, num_hues, g)
+    angle = hues.float() / num_hues * 2 * math.pi
+    angle = torch.where(angle > math.pi, angle - 2 * math.pi, angle)  # adjust_hue takes [-pi, pi]
+    return kornia.enhance.adjust_hue(images, angle).clamp(0, 1), labels, hues
+
+
 def fit_operator(
     e_o: Tensor, e_a: Tensor, params: Tensor, identity: Tensor, epochs: int, seed: int
 ) -> SteeringOperator:

@@ -53,7 +53,7 @@ from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
-from _tinted import normalize, tinted_split
+from _tinted import normalize, photo_split, tinted_split
 from equimod_plugin import EquiModLoss, augment, equimod_branch, steering_branch
 from equimod_plugin.branch import EquivarianceBranch
 from equimod_plugin.eval.datasets import fashion_mnist_source
@@ -62,10 +62,11 @@ from equimod_plugin.quickstart import BYOL, convnet
 from equimod_plugin.terms import Monitor
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "reproduction"
-DATASETS = {"fmnist": 0, "tint8": 8, "tint24": 24}  # number of hues (0: grey)
+DATASETS = {"fmnist": 0, "tint8": 8, "tint24": 24, "photo24": 24}  # number of hues (0: grey)
 METHODS = ("simclr", "simclr+equimod", "byol", "byol+equimod", "byol+steering")
-RUNS = tuple((d, m) for d in DATASETS for m in METHODS if m != "byol+steering" or d == "tint8")
 RANDOM_INIT = "random-init"  # the BYOL model and its monitor head, evaluated untrained
+#: The default grid: both colour tasks, both invariance methods with and without EquiMod.
+RUNS = tuple((d, m) for d in ("tint24", "photo24") for m in (RANDOM_INIT, *METHODS[:4]))
 
 
 @dataclass(frozen=True)
@@ -73,30 +74,37 @@ class Config:
     train_images: int = 5_000
     test_images: int = 2_000
     epochs: int = 4
-    batch_size: int = 128
+    batch_size: int = 128  # SimCLR's
+    byol_batch_size: int = 64  # BYOL's: twice the steps at the same cost (calibrated, see the docstring)
     lr: float = 0.06
     knn_k: int = 20
     equimod_weight: float = 1.0
     seed: int = 0
-    momentum_base: float = 0.996
-    momentum_per_step: bool = False
+    momentum_base: float = 0.99
+    momentum_per_step: bool = True
+    predictor_lr_scale: float = 10.0
+    param_norm: str = "batchnorm"  # "batchnorm" (the head's default), "constants" or "none"
     processes: int = 2
     shipped_sample: bool = False
+    reevaluate: bool = False
 
 
-SMOKE = Config(train_images=256, test_images=128, epochs=1, batch_size=64, shipped_sample=True)
+SMOKE = Config(train_images=256, test_images=128, epochs=1, batch_size=64, byol_batch_size=64, shipped_sample=True)
 
 
 # data
 
 
-def load_split(split: str, num_hues: int, n: int, config: Config) -> tuple[Tensor, Tensor, Tensor]:
-    """``n`` random images of a split as RGB (n, 3, 32, 32) in [0, 1], class and hue labels.
+def load_split(dataset: str, split: str, n: int, config: Config) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` images of a split as RGB (n, 3, 32, 32) in [0, 1], object and hue labels.
 
-    The same images and hue labels for every run (seeded by the split); ``num_hues = 0``: grey.
+    The same images and hue labels for every run (seeded by the split); ``fmnist``: grey.
     """
+    seed = 0 if split == "train" else 1
+    if dataset.startswith("photo"):
+        return photo_split(split, n, DATASETS[dataset], seed)
     sample = True if config.shipped_sample else None
-    return tinted_split(split, n, num_hues, 0 if split == "train" else 1, sample=sample)
+    return tinted_split(split, n, DATASETS[dataset], seed, sample=sample)
 
 
 # models
@@ -112,7 +120,7 @@ class SimCLR(nn.Module):
         return self.projection_head(self.backbone(x).flatten(1))
 
 
-def build(method: str, equimod_weight: float = 1.0) -> tuple[nn.Module, EquivarianceBranch]:
+def build(method: str, config: Config) -> tuple[nn.Module, EquivarianceBranch]:
     """The model and its branch; the baselines' term is a :class:`~equimod_plugin.terms.Monitor`."""
     base, _, extra = method.partition("+")
     base = "byol" if method == RANDOM_INIT else base
@@ -123,11 +131,38 @@ def build(method: str, equimod_weight: float = 1.0) -> tuple[nn.Module, Equivari
         branch = steering_branch(backbone, views)
     else:
         loss = EquiModLoss(temperature=0.2)
-        branch = equimod_branch(backbone, views, weight=equimod_weight, hidden_dim=512, loss=loss)
+        standardize = config.param_norm == "batchnorm"
+        branch = equimod_branch(
+            backbone, views, weight=config.equimod_weight, hidden_dim=512, loss=loss, standardize_params=standardize
+        )
+        if config.param_norm == "constants":
+            standardize_by_sampling(branch)
         if not extra:
             branch.term = Monitor(branch.term)
     model.equivariance = branch  # registers the term's parameters with the model
     return model, branch
+
+
+class Standardize(nn.Module):
+    """``(p - mean) / std`` with fixed per-column constants, as the official code feeds its projector."""
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, p: Tensor) -> Tensor:
+        return (p - self.mean) / self.std
+
+
+def standardize_by_sampling(branch: EquivarianceBranch, samples: int = 8192) -> None:
+    """Prepends to the head's parameter projector the standardisation with constants measured
+    on ``samples`` parameter vectors of each view (the ``param_norm="constants"`` alternative)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(samples, 3, 32, 32)
+    params = torch.cat([aug.sample(x, generator=g) for aug in branch.augments])
+    std = params.std(0)
+    branch.term.head.param_projector.insert(0, Standardize(params.mean(0), torch.where(std > 1e-6, std, 1.0)))
 
 
 def invariance_loss(model: nn.Module, x0: Tensor, x1: Tensor, criterion: nn.Module) -> Tensor:
@@ -138,13 +173,20 @@ def invariance_loss(model: nn.Module, x0: Tensor, x1: Tensor, criterion: nn.Modu
     return criterion(model(x0), model(x1))
 
 
-def train(method: str, images: Tensor, config: Config) -> tuple[nn.Module, list[dict[str, float]]]:
+def train(
+    method: str, images: Tensor, config: Config, built: tuple[nn.Module, EquivarianceBranch] | None = None
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Trains ``build(method, config)`` (or the prebuilt ``(model, branch)``) on ``images``."""
     torch.manual_seed(config.seed)
-    model, branch = build(method, config.equimod_weight)
+    model, branch = build(method, config) if built is None else built
     is_byol = isinstance(model, BYOL)
     criterion = NegativeCosineSimilarity() if is_byol else NTXentLoss(temperature=0.5)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=5e-4)
-    loader = torch.utils.data.DataLoader(images, batch_size=config.batch_size, shuffle=True, drop_last=True)
+    predictor = list(model.prediction_head.parameters()) if is_byol else []
+    others = [p for p in model.parameters() if all(p is not q for q in predictor)]
+    groups = [{"params": others}, {"params": predictor, "lr": config.lr * config.predictor_lr_scale}]
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=5e-4)
+    batch_size = config.byol_batch_size if is_byol else config.batch_size
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=True, drop_last=True)
     log = []
     epochs = 0 if method == RANDOM_INIT else config.epochs
     for epoch in range(epochs):
@@ -166,7 +208,7 @@ def train(method: str, images: Tensor, config: Config) -> tuple[nn.Module, list[
             optimizer.zero_grad()
             totals += torch.stack([invariance.detach(), equivariance.detach()])
             for key, value in branch.metrics().items():
-                sums[key] = sums.get(key, 0.0) + value
+                sums[key] = sums.get(key, 0.0) + float(value)
         if not bool(torch.isfinite(totals).all()):
             raise SystemExit(f"{method}: the loss is not finite")
         log.append(
@@ -194,7 +236,7 @@ def held_out_equivariance(model: nn.Module, images: Tensor) -> dict[str, float]:
         for chunk in images.split(500):
             branch.views(chunk)
             branch.loss()
-            metrics.append(branch.metrics())
+            metrics.append({k: float(v) for k, v in branch.metrics().items()})
     return {key: float(np.mean([m[key] for m in metrics])) for key in metrics[0]}
 
 
@@ -216,33 +258,55 @@ def evaluate(model: nn.Module, data: dict[str, Any], config: Config) -> dict[str
     return out
 
 
+def run_name(dataset: str, method: str, config: Config) -> str:
+    """The run's file name: dataset, method, EquiMod weight, parameter standardisation, seed."""
+    name = f"{dataset}_{method.replace('+', '_')}"
+    if method.endswith("+equimod"):
+        name += f"_w{config.equimod_weight:g}"
+        if config.param_norm != "batchnorm":
+            name += f"_{config.param_norm}"
+    return f"{name}_s{config.seed}"
+
+
 def run_one(job: tuple[str, str, Config, str]) -> dict[str, Any]:
-    """Train and evaluate one (dataset, method); cached as JSON in ``runs/``."""
+    """Train and evaluate one (dataset, method, weight, seed); cached as JSON in ``runs/``.
+
+    The trained weights are saved next to the JSON (``.pt``, not committed) so ``--reevaluate``
+    can evaluate again without training.
+    """
     dataset, method, config, out = job
-    path = Path(out) / "runs" / f"{dataset}_{method.replace('+', '_')}.json"
-    if path.exists():
+    path = Path(out) / "runs" / f"{run_name(dataset, method, config)}.json"
+    checkpoint = path.with_suffix(".pt")
+    if path.exists() and not (config.reevaluate and checkpoint.exists()):
         return json.loads(path.read_text())
     torch.set_num_threads(1)
-    num_hues = DATASETS[dataset]
     data = {
-        "train": load_split("train", num_hues, config.train_images, config),
-        "test": load_split("test", num_hues, config.test_images, config),
-        "num_hues": num_hues,
+        "train": load_split(dataset, "train", config.train_images, config),
+        "test": load_split(dataset, "test", config.test_images, config),
+        "num_hues": DATASETS[dataset],
     }
-    start = time.perf_counter()
-    model, log = train(method, data["train"][0], config)
-    minutes = (time.perf_counter() - start) / 60
-    result = {
-        "dataset": dataset,
-        "method": method,
-        "train_minutes": minutes,
-        "load_average": os.getloadavg()[0],
-        "training": log,
-        **evaluate(model, data, config),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():  # re-evaluate the saved weights
+        result = json.loads(path.read_text())
+        model, _ = build(method, config)
+        model.load_state_dict(torch.load(checkpoint))
+    else:
+        start = time.perf_counter()
+        model, log = train(method, data["train"][0], config)
+        result = {
+            "dataset": dataset,
+            "method": method,
+            "seed": config.seed,
+            "weight": config.equimod_weight if method.endswith("+equimod") else 0.0,
+            "param_norm": config.param_norm,
+            "train_minutes": (time.perf_counter() - start) / 60,
+            "load_average": os.getloadavg()[0],
+            "training": log,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), checkpoint)
+    result.update(evaluate(model, data, config))
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"  {dataset:7s} {method:15s} {minutes:5.1f} min  {summary(result)}", flush=True)
+    print(f"  {path.stem:40s} {result['train_minutes']:5.1f} min  {summary(result)}", flush=True)
     return result
 
 
@@ -251,177 +315,293 @@ def summary(result: dict[str, Any]) -> str:
     return ", ".join(f"{k} {result[k]:.3f}" for k in keys if k in result)
 
 
-# report
+# report: mean +- sd over seeds, differences paired by seed
 
 COLUMNS = {
     "object, linear": "backbone/object/linear",
     "object, kNN": "backbone/object/knn",
     "hue, linear": "backbone/hue/linear",
     "hue, kNN": "backbone/hue/knn",
-    "hue eta2": "backbone/hue/eta2",
     "hue, linear (proj.)": "projector/hue/linear",
-    "hue, kNN (proj.)": "projector/hue/knn",
-    "hue eta2 (proj.)": "projector/hue/eta2",
-    "object eta2": "backbone/object/eta2",
 }
-EQUIVARIANCE = {"abs. equiv.": "absolute", "rel. equiv.": "relative", "cos steered": "cos_steered"}
+DIFFERENCES = ("object, linear", "object, kNN", "hue, linear", "hue, kNN")
 
 
-def cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def label(r: dict[str, Any]) -> str:
+    """The row of a run: its method, with the EquiMod weight and a non-default standardisation."""
+    if not r["method"].endswith("+equimod"):
+        return r["method"]
+    norm = "" if r.get("param_norm", "batchnorm") == "batchnorm" else f", {r['param_norm']}"
+    return f"{r['method']} (w {r['weight']:g}{norm})"
+
+
+def groups(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Runs by (dataset, row), each sorted by seed; rows in the order of :data:`METHODS`."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    order = {m: i for i, m in enumerate((RANDOM_INIT, *METHODS))}
+    for r in sorted(results, key=lambda r: (r["dataset"], order[r["method"]], r.get("weight", 0), r["seed"])):
+        out.setdefault((r["dataset"], label(r)), []).append(r)
+    return out
+
+
+def value(r: dict[str, Any], key: str) -> float:
+    return r["equivariance"]["relative"] if key == "relative" else r[key]
+
+
+def mean_sd(values: list[float], scale: float = 100.0) -> str:
+    if not values:
+        return "-"
+    v = np.asarray(values) * scale
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+
+
+def paired(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> list[float]:
+    """``b - a`` per seed the two share."""
+    by_seed = {r["seed"]: r for r in a}
+    return [value(r, key) - value(by_seed[r["seed"]], key) for r in b if r["seed"] in by_seed]
+
+
+def verdict(diffs: list[float]) -> str:
+    """The mean difference in points, or "no difference" when it is inside one sd."""
+    if len(diffs) < 2:
+        return f"{100 * diffs[0]:+.1f} (1 seed)" if diffs else "-"
+    mean, sd = 100 * np.mean(diffs), 100 * np.std(diffs, ddof=1)
+    return f"{mean:+.1f} ± {sd:.1f}" + (" (no difference)" if abs(mean) <= sd else "")
+
+
+def baseline_of(row: str) -> str:
+    return row.split("+")[0]
 
 
 def markdown(report: dict[str, Any]) -> str:
-    results, config = report["results"], report["config"]
-    header = ["dataset", "method", *COLUMNS, *EQUIVARIANCE, "train min"]
+    results = report["results"]
+    by = groups(results)
+    datasets = sorted({d for d, _ in by}, key=list(DATASETS).index)
+    header = ["dataset", "run", "seeds", *COLUMNS, "rel. equiv.", "train min"]
     lines = [
-        "# CPU-scale reproduction: invariance vs + EquiMod (Fashion-MNIST, tinted Fashion-MNIST)",
+        "# CPU-scale reproduction: invariance vs + EquiMod, seeded, with a random-init reference",
         "",
         f"Made by `experiments/reproduce_cpu.py`. {report['hardware']}.",
         "",
+        "Accuracies in points (mean ± sd over seeds) on held-out images:",
+        "",
         "| " + " | ".join(header) + " |",
-        "|---|---|" + "---:|" * (len(header) - 2),
+        "|---|---|---:|" + "---:|" * (len(header) - 3),
     ]
-    for r in results:
-        values = [r.get(key) for key in COLUMNS.values()]
-        values += [r["equivariance"].get(key) for key in EQUIVARIANCE.values()]
-        lines.append(
-            f"| {r['dataset']} | {r['method']} | "
-            + " | ".join(cell(v) for v in values)
-            + f" | {r['train_minutes']:.1f} |"
-        )
+    for (dataset, row), runs in by.items():
+        cells = [mean_sd([value(r, k) for r in runs if k in r]) for k in COLUMNS.values()]
+        cells.append(mean_sd([value(r, "relative") for r in runs], scale=1.0))
+        minutes = np.mean([r["train_minutes"] for r in runs])
+        lines.append(f"| {dataset} | {row} | {len(runs)} | " + " | ".join(cells) + f" | {minutes:.1f} |")
     lines += [
         "",
-        f"Accuracies in [0, 1] on {config['test_images']} held-out images; linear: L-BFGS probe on standardised "
-        f"frozen features; kNN: k = {config['knn_k']}, cosine, temperature 0.07; eta2: share of the features' "
-        "variance explained by the label. Backbone: the convnet's pooled features (D = 32); proj.: the projector "
-        "output (64). abs./rel. equiv.: EquiMod's absolute and relative equivariance of the equivariance head on "
-        "test views (baselines: a monitor head trained on detached features); cos steered: cos(M(a) e(x), e(a(x))) "
-        "of the steering run. tint8: 8 hues 45 degrees apart; tint24: 24 hues 15 degrees apart.",
+        "Linear: L-BFGS probe on standardised frozen backbone features (D = 32); kNN: k = 20, cosine, "
+        "temperature 0.07; proj.: the projector output. rel. equiv.: EquiMod's relative equivariance of the "
+        "equivariance head on test views (baselines and random init: a monitor head trained on detached "
+        "features). w: the EquiMod term's weight. The random-init row is the BYOL model untrained.",
+        "",
+        "## Differences (paired by seed, points, mean ± sd; inside one sd: no difference)",
+        "",
+        "| dataset | run | minus | " + " | ".join(DIFFERENCES) + " |",
+        "|---|---|---|" + "---:|" * len(DIFFERENCES),
     ]
-    lines += ["", *goals(results)]
+    for (dataset, row), runs in by.items():
+        reference = RANDOM_INIT if row in ("simclr", "byol") else baseline_of(row)
+        if row == RANDOM_INIT or (dataset, reference) not in by:
+            continue
+        cells = [verdict(paired(by[dataset, reference], runs, COLUMNS[k])) for k in DIFFERENCES]
+        lines.append(f"| {dataset} | {row} | {reference} | " + " | ".join(cells) + " |")
+    lines += ["", "## Goals", "", *goals(by, datasets)]
     return "\n".join(lines) + "\n"
 
 
-def goals(results: list[dict[str, Any]]) -> list[str]:
-    """The issue's goals, each as the measured difference against its invariant baseline."""
-    by = {(r["dataset"], r["method"]): r for r in results}
-    lines = ["| goal | base | measured (+EquiMod minus baseline) | met |", "|---|---|---:|---|"]
-    checks = [
-        ("object probe no more than 1 point below", "backbone/object/linear", -0.01, ("fmnist", "tint8", "tint24")),
-        ("kNN hue accuracy >= +20 points", "backbone/hue/knn", 0.20, ("tint8",)),
-        ("linear hue probe >= +10 points", "backbone/hue/linear", 0.10, ("tint24",)),
+def goals(by: dict[tuple[str, str], list[dict[str, Any]]], datasets: list[str]) -> list[str]:
+    """The issue's goals per EquiMod row, each as the measured value and whether it is met."""
+    lines = [
+        "| dataset | run | object >= baseline - 1 | hue linear >= +10 | hue kNN >= +10 | rel. equiv. > 1 |",
+        "|---|---|---|---|---|---|",
     ]
-    for text, key, threshold, datasets in checks:
-        for dataset in datasets:
-            for base in ("simclr", "byol"):
-                a, b = by.get((dataset, base)), by.get((dataset, f"{base}+equimod"))
-                if a is None or b is None or key not in a:
-                    continue
-                delta = b[key] - a[key]
-                lines.append(
-                    f"| {dataset}: {text} | {base} | {100 * delta:+.1f} | {'yes' if delta >= threshold else 'no'} |"
-                )
+
+    def check(diffs: list[float], threshold: float) -> str:
+        mean = 100 * float(np.mean(diffs))
+        return f"{mean:+.1f} {'yes' if mean >= threshold else 'no'}"
+
+    for (dataset, row), runs in by.items():
+        base = baseline_of(row)
+        if "+equimod" not in row or (dataset, base) not in by:
+            continue
+        cells = [check(paired(by[dataset, base], runs, "backbone/object/linear"), -1.0)]
+        for key in ("backbone/hue/linear", "backbone/hue/knn"):
+            cells.append(check(paired(by[dataset, base], runs, key), 10.0) if key in runs[0] else "-")
+        relative = float(np.mean([value(r, "relative") for r in runs]))
+        cells.append(f"{relative:.2f} {'yes' if relative > 1 else 'no'}")
+        lines.append(f"| {dataset} | {row} | " + " | ".join(cells) + " |")
     return lines
 
 
 def figures(report: dict[str, Any], out: Path) -> None:
-    results = report["results"]
-    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in results)]
-    metrics = {
-        "object, linear": "backbone/object/linear",
-        "hue, linear": "backbone/hue/linear",
-        "hue, kNN": "backbone/hue/knn",
-    }
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    """``weights.png``: object and hue accuracy against the EquiMod weight (0: the baseline)."""
+    results = [r for r in report["results"] if r.get("param_norm", "batchnorm") == "batchnorm"]
+    datasets = [d for d in DATASETS if any(r["dataset"] == d and r["method"].endswith("+equimod") for r in results)]
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.8 * len(datasets), 3.2), squeeze=False, sharey=True)
+    metrics = {"object, linear": "backbone/object/linear", "hue, linear": "backbone/hue/linear"}
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        runs = [r for r in results if r["dataset"] == dataset]
-        x = np.arange(len(metrics))
-        width = 0.8 / len(runs)
-        for i, r in enumerate(runs):
-            ax.bar(
-                x + (i - (len(runs) - 1) / 2) * width,
-                [r.get(k, np.nan) for k in metrics.values()],
-                width,
-                label=r["method"],
-            )
-        ax.set_xticks(x, list(metrics))
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{dataset}: backbone features, held-out accuracy", fontsize=10)
-    counts = [sum(r["dataset"] == d for r in results) for d in datasets]
-    handles, labels = axes[0][counts.index(max(counts))].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(out / "probes.png", dpi=110)
+        for base, colour in (("simclr", "tab:blue"), ("byol", "tab:orange")):
+            runs = [r for r in results if r["dataset"] == dataset and r["method"] in (base, f"{base}+equimod")]
+            weights = sorted({r["weight"] for r in runs})
+            if len(weights) < 2:
+                continue
+            for (name, key), style in zip(metrics.items(), ("-o", "--s"), strict=True):
+                values = [[100 * r[key] for r in runs if r["weight"] == w] for w in weights]
+                ax.errorbar(
+                    range(len(weights)),
+                    [np.mean(v) for v in values],
+                    yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in values],
+                    fmt=style,
+                    color=colour,
+                    capsize=3,
+                    label=f"{base}: {name}",
+                )
+            ax.set_xticks(range(len(weights)), [f"{w:g}" for w in weights])
+        random_init = [
+            100 * r["backbone/object/linear"]
+            for r in report["results"]
+            if r["dataset"] == dataset and r["method"] == RANDOM_INIT
+        ]
+        if random_init:
+            ax.axhline(np.mean(random_init), color="grey", linestyle=":", label="random init: object")
+        ax.set_xlabel("EquiMod weight (0: baseline)", fontsize=9)
+        ax.set_title(dataset, fontsize=10)
+        ax.tick_params(labelsize=8)
+    axes[0][0].set_ylabel("held-out accuracy (%)", fontsize=9)
+    handles, labels_ = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.savefig(out / "weights.png", dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        for r in results:
-            if r["dataset"] == dataset and r["training"] and "term_relative" in r["training"][0]:
-                epochs = [e["epoch"] + 1 for e in r["training"]]
-                ax.plot(epochs, [e["term_relative"] for e in r["training"]], marker="o", label=r["method"])
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel("relative equivariance (training views)")
-        ax.set_title(dataset, fontsize=10)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "equivariance.png", dpi=110)
-    plt.close(fig)
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def hardware(report: dict[str, Any], config: Config, source: str) -> str:
     runs = report["results"]
+    trained = [r for r in runs if r["method"] != RANDOM_INIT]
     return (
-        f"CPU ({platform.machine()}, {os.cpu_count()} cores, shared), 1 torch thread per run, {config.processes} runs "
-        f"at a time, torch {torch.__version__}; {config.train_images} train / {config.test_images} test images "
-        f"({source}), {config.epochs} epochs of batch {config.batch_size}, seed {config.seed}, EquiMod weight "
-        f"{config.equimod_weight:g}; "
-        f"{len(runs)} runs, {sum(r['train_minutes'] for r in runs):.0f} min of training in all "
-        f"(load average {np.mean([r['load_average'] for r in runs]):.1f} at run ends)"
+        f"{cpu_name()} ({os.cpu_count()} cores, shared), 1 torch thread per run, {config.processes} runs at a time, "
+        f"torch {torch.__version__}; {config.train_images} train / {config.test_images} test images per dataset "
+        f"(Fashion-MNIST: {source}; photo24: scikit-image's photos), {config.epochs} epochs of batch "
+        f"{config.batch_size} (SimCLR) / {config.byol_batch_size} (BYOL), SGD lr {config.lr:g}, "
+        f"BYOL predictor lr x{config.predictor_lr_scale:g}, "
+        f"BYOL momentum {config.momentum_base:g} -> 1 per {'step' if config.momentum_per_step else 'epoch'}; "
+        f"{len(trained)} trained runs, {sum(r['train_minutes'] for r in trained):.0f} min of training in all, "
+        f"{np.mean([r['train_minutes'] for r in trained]):.1f} min per run "
+        f"(load average {np.mean([r['load_average'] for r in trained]):.1f} at run ends)"
     )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output directory; runs already in its runs/ are reused and every run there enters the report "
+        "(default: a new folder runs/reproduction-<time> under the working directory; the committed results "
+        "are made with --out docs/results/reproduction)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        metavar="DATASET/METHOD",
+        help=f"runs to do (default: {' '.join('/'.join(r) for r in RUNS)}); datasets {', '.join(DATASETS)}; "
+        f"methods {RANDOM_INIT}, {', '.join(METHODS)}",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds of the weights and the views (default 0 1 2)")
+    parser.add_argument(
+        "--weights", type=float, nargs="+", help="EquiMod term weights of the +equimod runs (default 0.1 0.3 1)"
+    )
+    parser.add_argument(
+        "--param-norm",
+        choices=("batchnorm", "constants", "none"),
+        help="how the EquiMod head standardises the augmentation parameters: the head's non-affine BatchNorm "
+        "(default), constants measured by sampling, or not at all",
+    )
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {Config.epochs})")
+    parser.add_argument("--train-images", type=int, help=f"training images (default {Config.train_images})")
+    parser.add_argument("--batch-size", type=int, help=f"SimCLR's training batch size (default {Config.batch_size})")
+    parser.add_argument(
+        "--byol-batch-size", type=int, help=f"BYOL's training batch size (default {Config.byol_batch_size})"
+    )
+    parser.add_argument("--lr", type=float, help=f"SGD learning rate (default {Config.lr})")
+    parser.add_argument(
+        "--predictor-lr-scale", type=float, help=f"BYOL predictor lr / lr (default {Config.predictor_lr_scale})"
+    )
+    parser.add_argument(
+        "--momentum-base", type=float, help=f"BYOL target momentum at the start (default {Config.momentum_base})"
+    )
+    parser.add_argument(
+        "--momentum-per-step",
+        action=argparse.BooleanOptionalAction,
+        help=f"cosine momentum schedule per step rather than per epoch (default {Config.momentum_per_step})",
+    )
+    parser.add_argument("--processes", type=int, help=f"runs at a time, one thread each (default {Config.processes})")
+    parser.add_argument(
+        "--reevaluate", action="store_true", help="evaluate saved runs again from their weights (.pt) without training"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny run for CI (< 1 min, a temp dir)")
+    return parser.parse_args()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, help=f"output directory (default {DEFAULT_OUT}; smoke: a temp dir)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--train-images", type=int)
-    parser.add_argument("--processes", type=int)
-    parser.add_argument("--equimod-weight", type=float, help="weight of the EquiMod term (default 1, the paper's)")
-    parser.add_argument("--only", nargs="*", help=f"runs to do, e.g. tint8/byol tint8/byol+equimod tint8/{RANDOM_INIT}")
-    parser.add_argument("--seed", type=int, help="seed of the weights and the views (default 0)")
-    parser.add_argument("--lr", type=float, help="SGD learning rate (default 0.06)")
-    parser.add_argument("--momentum-base", type=float, help="BYOL target momentum at the start (default 0.996)")
-    parser.add_argument(
-        "--momentum-per-step", action="store_true", help="cosine momentum schedule per step, not per epoch"
-    )
-    parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
-    args = parser.parse_args()
+    args = parse_args()
     config = SMOKE if args.smoke else Config()
     overrides = {
         "epochs": args.epochs,
         "train_images": args.train_images,
         "processes": args.processes,
-        "equimod_weight": args.equimod_weight,
-        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "byol_batch_size": args.byol_batch_size,
+        "predictor_lr_scale": args.predictor_lr_scale,
+        "param_norm": args.param_norm,
         "lr": args.lr,
         "momentum_base": args.momentum_base,
-        "momentum_per_step": args.momentum_per_step or None,
+        "momentum_per_step": args.momentum_per_step,
+        "reevaluate": args.reevaluate or None,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    out = args.out or (Path(tempfile.mkdtemp(prefix="reproduction_")) if args.smoke else DEFAULT_OUT)
-    runs = [r for r in RUNS if not args.only or "/".join(r) in args.only]
-    runs += [(d, RANDOM_INIT) for d in DATASETS if f"{d}/{RANDOM_INIT}" in (args.only or [])]
+    if args.out:
+        out = args.out
+    elif args.smoke:
+        out = Path(tempfile.mkdtemp(prefix="reproduction_"))
+    else:
+        out = Path.cwd() / "runs" / f"reproduction-{time.strftime('%Y%m%d-%H%M%S')}"
+    runs = [tuple(r.split("/")) for r in args.only] if args.only else list(RUNS)
+    for dataset, method in runs:
+        if dataset not in DATASETS or method not in (RANDOM_INIT, *METHODS):
+            raise SystemExit(f"--only: unknown run {dataset}/{method}")
+    seeds = args.seeds or ([0] if args.smoke else [0, 1, 2])
+    weights = args.weights or ([1.0] if args.smoke else [0.1, 0.3, 1.0])
+    jobs = [
+        (d, m, replace(config, seed=s, equimod_weight=w), str(out))
+        for d, m in runs
+        for s in seeds
+        for w in (weights if m.endswith("+equimod") else [config.equimod_weight])
+    ]
     source = fashion_mnist_source("train", sample=True if config.shipped_sample else None)
-    print(f"data: {source}; {len(runs)} runs, {config.processes} at a time")
-    jobs = [(d, m, config, str(out)) for d, m in runs]
+    print(f"data: {source}; {len(jobs)} runs, {config.processes} at a time; writing to {out}", flush=True)
     with multiprocessing.get_context("spawn").Pool(config.processes) as pool:
-        results = pool.map(run_one, jobs, chunksize=1)
+        pool.map(run_one, jobs, chunksize=1)
+    results = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     report: dict[str, Any] = {"config": asdict(config), "results": results}
     report["hardware"] = hardware(report, config, source)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "reproduction.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "reproduction.md").write_text(markdown(report))
     figures(report, out)

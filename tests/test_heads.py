@@ -240,3 +240,46 @@ def test_constructor_rejects_a_bare_int_for_predictor_hidden_dims() -> None:
 def test_constructor_rejects_bad_sizes(overrides: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_head(**overrides)
+
+
+def test_standardize_params_is_off_by_default_and_a_non_affine_batchnorm_first() -> None:
+    assert len(make_head().param_projector) == 2  # the official Linear -> BatchNorm
+    first = make_head(standardize_params=True).param_projector[0]
+    assert isinstance(first, nn.BatchNorm1d) and not first.affine and first.num_features == 5
+    with pytest.raises(TypeError, match="standardize_params must be a bool"):
+        make_head(standardize_params=1)
+
+
+@FAST
+@given(
+    scale=st.lists(st.floats(0.1, 100.0), min_size=5, max_size=5),
+    shift=st.lists(st.floats(-100.0, 100.0), min_size=5, max_size=5),
+)
+def test_standardized_params_make_the_head_blind_to_column_scales(
+    scale: list[float], shift: list[float]
+) -> None:
+    # In training mode a per-column affine change of the parameters leaves the predictions
+    # unchanged up to BatchNorm's eps: each column's learning rate no longer depends on its units.
+    head = make_head(standardize_params=True).double()
+    features_o, features_views, params = (t.double() for t in make_inputs(batch_size=16))
+    params = params * 3.0
+    moved = params * torch.tensor(scale, dtype=torch.float64) + torch.tensor(
+        shift, dtype=torch.float64
+    )
+    expected = head(features_o, features_views, params).y_pred
+    actual = head(features_o, features_views, moved).y_pred
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-3)
+
+
+def test_equimod_term_standardizes_params_unless_the_encoding_is_officially_standardized() -> None:
+    from equimod_plugin import augment
+    from equimod_plugin.terms import EquiModTerm
+
+    def standardizes(aug: augment.ParamAugment, **kwargs: object) -> bool:
+        term = EquiModTerm.build(8, aug, hidden_dim=16, **kwargs)
+        return isinstance(term.head.param_projector[0], nn.BatchNorm1d)
+
+    assert standardizes(augment.byol(32, variant="cifar"))
+    assert standardizes(augment.byol(32, variant="cifar", encoding="official"))
+    assert not standardizes(augment.byol(32, variant="cifar", encoding="official_standardized"))
+    assert not standardizes(augment.byol(32, variant="cifar"), standardize_params=False)

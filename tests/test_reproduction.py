@@ -18,7 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 
-RUNS = ["tint8/byol", "tint8/byol+equimod", "tint8/byol+steering"]
+RUNS = ["tint24/random-init", "tint24/byol", "tint24/byol+equimod", "photo24/simclr+equimod"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_experiments_use_the_quickstarts_model(experiments: ModuleType) -> None:
 @pytest.mark.parametrize("method", ["byol", "simclr"])
 def test_baselines_term_learns_but_never_reaches_the_encoder(method, experiments):
     torch.manual_seed(0)
-    model, branch = experiments.build(method)
+    model, branch = experiments.build(method, experiments.Config())
     x0, x1 = branch.views(torch.rand(8, 3, 32, 32))
     (model(x0).sum().mul(0) + branch.loss()).backward()  # serve the views; no invariance gradient
     assert all(p.grad is None or not p.grad.any() for p in model.backbone.parameters())
@@ -51,7 +51,7 @@ def test_baselines_term_learns_but_never_reaches_the_encoder(method, experiments
 
 def test_equimod_term_reaches_the_encoder(experiments):
     torch.manual_seed(0)
-    model, branch = experiments.build("simclr+equimod")
+    model, branch = experiments.build("simclr+equimod", experiments.Config())
     x0, x1 = branch.views(torch.rand(8, 3, 32, 32))
     (model(x0).sum().mul(0) + branch.loss()).backward()
     assert any(p.grad is not None and p.grad.any() for p in model.backbone.parameters())
@@ -77,19 +77,17 @@ def test_smoke_run_writes_the_table_and_resumes_from_its_cache(tmp_path):
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((tmp_path / "reproduction.json").read_text())
-    assert [f"{r['dataset']}/{r['method']}" for r in report["results"]] == RUNS
+    assert sorted(f"{r['dataset']}/{r['method']}" for r in report["results"]) == sorted(RUNS)
     for r in report["results"]:
         for space in ("backbone", "projector"):
             for label in ("object", "hue"):
                 assert all(share(r[f"{space}/{label}/{m}"]) for m in ("linear", "knn", "eta2"))
         assert all(math.isfinite(e["invariance_loss"]) for e in r["training"])
-    equimod = report["results"][1]["equivariance"]
-    assert {"absolute", "relative", "cos_pred"} <= set(equimod)
-    assert "cos_steered" in report["results"][2]["equivariance"]
+        assert {"absolute", "relative", "cos_pred"} <= set(r["equivariance"])
     table = (tmp_path / "reproduction.md").read_text()
-    assert "| tint8 | byol+equimod |" in table and "kNN hue accuracy >= +20 points" in table
-    assert (tmp_path / "probes.png").stat().st_size > 1000
-    assert (tmp_path / "equivariance.png").stat().st_size > 1000
+    assert "| tint24 | byol+equimod (w 1) | 1 |" in table and "| tint24 | byol | random-init |" in table
+    assert "| photo24 | simclr+equimod (w 1) |" in table and "## Goals" in table
+    assert (tmp_path / "weights.png").stat().st_size > 1000
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "reproduction.json").read_text())["results"] == report["results"]

@@ -125,6 +125,9 @@ def test_large_labels_cost_one_class_each(probe) -> None:
         (lambda a: knn_accuracy(*a, temperature=math.inf), "temperature must be a finite"),
         (lambda a: linear_probe(*a, max_iter=2.5), "max_iter must be a positive int"),
         (lambda a: linear_probe(*a, weight_decay=math.nan), "weight_decay must be a finite"),
+        (lambda a: linear_probe(*a, weight_decay=()), "weight_decay must be a finite"),
+        (lambda a: linear_probe(*a, weight_decay=[1e-3, -1]), "weight_decay must be a finite"),
+        (lambda a: linear_probe(*a, validation_fraction=1.0), "validation_fraction must"),
         (lambda a: extract_features(nn.Flatten(), a[0], batch_size=2.0), "batch_size must"),
     ],
 )

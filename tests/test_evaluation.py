@@ -106,6 +106,35 @@ def test_linear_probe_needs_no_gradients_from_the_caller():
         assert linear_probe(*split(features, labels, 200)) > 0.95
 
 
+@pytest.mark.parametrize("c", [0.05, 1.0, 20.0])
+def test_linear_probe_matches_scikit_learn(c):
+    """The same objective as LogisticRegression(C) on standardised features: weight decay is
+    1 / (N * C), and both solvers reach the same optimum, so the test accuracies agree."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    features, labels = clusters(1500, 16, 6, spread=2.0, seed=5)
+    train_x, train_y, test_x, test_y = split(features, labels, 1000)
+    mean, std = train_x.mean(0), train_x.std(0, correction=0)
+    reference = linear_model.LogisticRegression(C=c, max_iter=5000, tol=1e-10)
+    reference.fit(((train_x - mean) / std).numpy(), train_y.numpy())
+    expected = reference.score(((test_x - mean) / std).numpy(), test_y.numpy())
+    assert 0.4 < expected < 0.95  # regularisation matters in this regime
+    ours = linear_probe(train_x, train_y, test_x, test_y, weight_decay=1 / (1000 * c), max_iter=500)
+    assert ours == pytest.approx(expected, abs=2 / len(test_y))
+
+
+def test_linear_probe_chooses_the_weight_decay_by_validation():
+    features, labels = clusters(1200, 16, 5, spread=1.0, seed=6)
+    args = split(features, labels, 1000)
+    one_each = {c: linear_probe(*args, weight_decay=c) for c in (1e-4, 30.0)}
+    assert one_each[1e-4] > one_each[30.0] + 0.2  # 30 shrinks the classifier to near chance
+    # the held-out rows pick 1e-4 whatever the order of the candidates
+    assert linear_probe(*args, weight_decay=(30.0, 1e-4)) == one_each[1e-4]
+    assert linear_probe(*args, weight_decay=[1e-4, 30.0]) == one_each[1e-4]
+    # the default candidates pick one of them: the result is one of their single fits
+    singles = {linear_probe(*args, weight_decay=c) for c in evaluation.WEIGHT_DECAYS}
+    assert linear_probe(*args) in singles
+
+
 # knn_accuracy
 
 

@@ -65,6 +65,7 @@ from torch import Tensor, nn
 from _tinted import normalize, photo_split, tinted_split
 from equimod_plugin import EquiModLoss, augment, equimod_branch, steering_branch
 from equimod_plugin.branch import EquivarianceBranch
+from equimod_plugin.eval.batchnorm import recalibrate_batchnorm
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import eta_squared, extract_features, knn_accuracy, linear_probe
 from equimod_plugin.quickstart import BYOL, convnet
@@ -235,6 +236,22 @@ def train(
 # evaluation
 
 
+def recalibrate(model: nn.Module, images: Tensor, config: Config) -> None:
+    """Eval-mode BatchNorm statistics for the final weights: an exact average over 20 training
+    batches run as a training step runs them (``equimod_plugin.eval.batchnorm``). Without it the
+    running statistics lag the weights and eval-mode metrics drift (docs/quickstart.md)."""
+    torch.manual_seed(2)
+    batch_size = config.byol_batch_size if isinstance(model, BYOL) else config.batch_size
+    order = torch.randperm(len(images))[: 20 * batch_size]
+
+    def training_pass(batch: Tensor) -> None:
+        x0, x1 = model.equivariance.views(batch)
+        model(x0), model(x1)
+        model.equivariance.loss()
+
+    recalibrate_batchnorm(model, images[order].split(batch_size), training_pass)
+
+
 def held_out_equivariance(model: nn.Module, images: Tensor) -> dict[str, float]:
     """The term's metrics on test images (eval mode, fixed seed)."""
     model.eval()
@@ -250,8 +267,9 @@ def held_out_equivariance(model: nn.Module, images: Tensor) -> dict[str, float]:
 
 
 def evaluate(model: nn.Module, data: dict[str, Any], config: Config) -> dict[str, Any]:
-    model.eval()
     (train_x, train_y, train_h), (test_x, test_y, test_h) = data["train"], data["test"]
+    recalibrate(model, train_x, config)
+    model.eval()
     out: dict[str, Any] = {
         "train_images": len(train_x),
         "test_images": len(test_x),

@@ -112,6 +112,24 @@ def _as_normalize(normalize: NormalizeSpec) -> nn.Module:
     return norm
 
 
+def _augment_type_error(augment: object) -> TypeError:
+    """The error for an ``augment`` that is not a ParamAugment or a sequence of them.
+
+    A Kornia pipeline (or a list holding one) is told to convert itself with
+    :func:`~equimod_plugin.augment.from_kornia`.
+    """
+    items = list(augment) if isinstance(augment, list | tuple | nn.Sequential) else []
+    for a in (augment, *items):
+        if type(a).__module__.partition(".")[0] == "kornia":
+            return TypeError(
+                f"augment is (or holds) a Kornia {type(a).__name__}, which does not record the "
+                "parameters it applies: convert each view's pipeline with "
+                "equimod_plugin.augment.from_kornia(pipeline) and pass the result (or a list of "
+                "them, one per view)"
+            )
+    return TypeError("augment must be a ParamAugment or a sequence of ParamAugment")
+
+
 class EquivarianceBranch(nn.Module):
     """Views, the backbone features of originals and views, and an equivariance term.
 
@@ -182,7 +200,7 @@ class EquivarianceBranch(nn.Module):
             raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
         augments = [augment, augment] if isinstance(augment, ParamAugment) else list(augment)
         if len(augments) < 1 or not all(isinstance(a, ParamAugment) for a in augments):
-            raise TypeError("augment must be a ParamAugment or a sequence of ParamAugment")
+            raise _augment_type_error(augment)
         layouts = {a.layout for a in augments}
         sizes = {a.output_size for a in augments}
         if len(layouts) != 1 or len(sizes) != 1:
@@ -388,9 +406,12 @@ def make_branch(
         >>> branch.loss().shape, branch.term.feature_dim
         (torch.Size([]), 8)
     """
-    first = augment if isinstance(augment, ParamAugment) else augment[0]
+    try:
+        first = augment if isinstance(augment, ParamAugment) else augment[0]
+    except (TypeError, IndexError, KeyError):  # not a sequence, or an empty one
+        first = None
     if not isinstance(first, ParamAugment):
-        raise TypeError("augment must be a ParamAugment or a sequence of ParamAugment")
+        raise _augment_type_error(augment)
     size = first.output_size
     if size is None:
         raise ValueError("augment must include a RandomResizedCrop, which sets the view size")

@@ -8,6 +8,7 @@
 ['crop', 'flip', 'color_jitter', 'jitter_order', 'jitter_factors', 'grayscale']
 """
 
+from equimod_plugin.augment.kornia import from_kornia
 from equimod_plugin.augment.layout import Field, ParamLayout
 from equimod_plugin.augment.normalize import Normalize
 from equimod_plugin.augment.ops import (
@@ -36,5 +37,6 @@ __all__ = [
     "RandomSolarize",
     "byol",
     "byol_views",
+    "from_kornia",
     "simclr",
 ]

@@ -24,7 +24,7 @@ def _check_embeddings(y_views: Tensor, y_pred: Tensor) -> None:
 
 
 class EquiModLoss(nn.Module):
-    """NT-Xent loss between predicted and actual view embeddings, as in EquiMod [0].
+    """NT-Xent loss between predicted and actual view embeddings, as in EquiMod.
 
     The 2N vectors ``[y_views; y_pred]`` (N = V * B, all views stacked) are compared by cosine
     similarity divided by ``temperature``. Every vector is an anchor: the positive of

@@ -14,7 +14,7 @@ __all__ = ["equivariance_metrics"]
 def equivariance_metrics(
     y_o: Tensor, y_views: Tensor, y_pred: Tensor, eps: float = 1e-8
 ) -> dict[str, float]:
-    """EquiMod's absolute and relative equivariance measures [0].
+    """EquiMod's absolute and relative equivariance measures (Devillers & Lefort).
 
     With ``cos_pred = mean cos(y_views[k, i], y_pred[k, i])`` and
     ``cos_original = mean cos(y_views[k, i], y_o[i])``, means over all views k and images i:

@@ -13,7 +13,7 @@ from equimod_plugin._checks import check_like, check_matrix, check_positive_int,
 __all__ = ["EquivarianceHead", "EquivarianceOutput"]
 
 
-def _mlp(input_dim: int, hidden_dims: Sequence[int], output_dim: int) -> nn.Sequential:
+def mlp(input_dim: int, hidden_dims: Sequence[int], output_dim: int) -> nn.Sequential:
     """Linear -> BatchNorm -> ReLU per hidden width, then Linear -> BatchNorm without affine."""
     layers: list[nn.Module] = []
     for width in hidden_dims:
@@ -137,7 +137,7 @@ class EquivarianceHead(nn.Module):
         self.param_dim = param_dim
         self.output_dim = output_dim
 
-        self.projector = _mlp(input_dim, [hidden_dim] * (num_projector_layers - 1), output_dim)
+        self.projector = mlp(input_dim, [hidden_dim] * (num_projector_layers - 1), output_dim)
         if not isinstance(standardize_params, bool):
             raise TypeError(f"standardize_params must be a bool, got {standardize_params!r}")
         standardize: list[nn.Module] = (
@@ -148,7 +148,7 @@ class EquivarianceHead(nn.Module):
             nn.Linear(param_dim, param_embed_dim, bias=False),
             nn.BatchNorm1d(param_embed_dim),
         )
-        self.predictor = _mlp(output_dim + param_embed_dim, predictor_hidden_dims, output_dim)
+        self.predictor = mlp(output_dim + param_embed_dim, predictor_hidden_dims, output_dim)
 
     def _check_like_weights(self, **tensors: Tensor) -> None:
         """Inputs must share the head's device and, outside autocast, its dtype."""

@@ -10,17 +10,17 @@ implement it, and :func:`build_term` is the one place where a term named in a co
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equimod_plugin._checks import check_like, check_matrix, check_views
+from equimod_plugin._checks import check_flags, check_like, check_matrix, check_views
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.augment.layout import STANDARDIZED
-from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput
+from equimod_plugin.heads import EquivarianceHead, EquivarianceOutput, mlp
 from equimod_plugin.losses import EquiModLoss
 from equimod_plugin.metrics import equivariance_metrics
 from equimod_plugin.steering import Kind, SteeringLoss, SteeringOperator
@@ -58,6 +58,7 @@ class Term(Protocol):
 
 
 TermSpec = Term | str | Callable[..., Term]
+Objective = Literal["regression", "contrastive"]
 """A term, its name (``"equimod"``, ``"steering"``), or a builder
 ``(feature_dim, augment, **kwargs) -> Term``."""
 
@@ -140,15 +141,30 @@ class EquiModTerm(nn.Module):
 class SteeringTerm(nn.Module):
     """The steering term of Bhardwaj et al.: ``M(a) e(x_o)`` should match ``e(a(x_o))``.
 
-    The operator acts on the *standardised* backbone features ``e(x) = BN(f(x))``, a
-    ``BatchNorm1d`` without affine parameters (batch statistics in training, running
-    statistics in eval mode): on raw features a cosine or MSE loss has a shortcut, since an
-    encoder that adds one large component shared by all images brings every raw cosine near 1
-    without steering anything (ReLU-then-pooling features are all non-negative, so this
-    happened in ``experiments/steering_eval.py``). Standardising removes the shared component
-    and makes the loss blind to the features' scale. ``standardize=False`` steers the raw
-    features. At test time, steer in the same space: :meth:`SteeredTTA.from_term
-    <equimod_plugin.tta.SteeredTTA.from_term>` appends ``term.standardize`` to the encoder.
+    ``e`` is the embedding the operator acts on (``term.embed``):
+
+    - by default the *standardised* backbone features ``e(x) = BN(f(x))``, a ``BatchNorm1d``
+      without affine parameters (batch statistics in training, running statistics in eval
+      mode): on raw features a cosine or MSE loss has a shortcut, since an encoder that adds
+      one large component shared by all images brings every raw cosine near 1 without
+      steering anything. ``standardize=False`` steers the raw features;
+    - with ``projector=(hidden, ..., out)``, a separate steering projector ``e = g_s(f(x))``
+      (Linear-BN-ReLU per hidden width, then Linear and a BatchNorm without affine), as
+      EquiMod's term has its own projector: the steering loss then shapes a space of its own
+      rather than the features the invariance loss shapes.
+
+    Two objectives:
+
+    - ``"regression"`` (default): ``loss(M(a) e_o, e_a)``, ``SteeringLoss("cosine")`` unless
+      ``loss`` is given. It has an invariant minimum (``M = I`` and an encoder that ignores
+      ``a``).
+    - ``"contrastive"``: EquiMod's NT-Xent (:class:`~equimod_plugin.losses.EquiModLoss`,
+      temperature 0.2 unless ``loss`` is given) between the steered and the true view
+      embeddings: the positive of ``M(a_k) e_o`` is ``e(x_k)``, and the other view of the same
+      image is a negative, so a space where the views coincide cannot reach the minimum.
+
+    At test time, steer in the same space: :meth:`SteeredTTA.from_term
+    <equimod_plugin.tta.SteeredTTA.from_term>` appends ``term.embed`` to the encoder.
 
     - [0] Bhardwaj et al., Steerable Equivariant Representation Learning, 2023,
       https://arxiv.org/abs/2302.11349
@@ -158,14 +174,19 @@ class SteeringTerm(nn.Module):
         param_dim: width P of the augmentation parameters.
         identity: ``(P,)`` identity parameters of the augmentation's layout.
         kind: the operator's parameterisation (``"low_rank"``, ``"exponential"``, ``"full"``).
-        loss: default ``SteeringLoss("cosine")``.
-        standardize: steer standardised features (default) or raw features.
+        loss: the objective's loss (see above for the defaults).
+        standardize: steer standardised features (default) or raw features; without
+            ``projector`` only.
+        objective: ``"regression"`` or ``"contrastive"``.
+        projector: widths of a steering projector (hidden widths then the output width E),
+            or ``None`` to steer the backbone features.
         operator_kwargs: ``rank``, ``num_generators``, ``hidden_dim`` of the operator.
 
     Attributes:
         feature_dim: width D of the backbone features.
         param_dim: width P of the augmentation parameters.
-        operator: the :class:`~equimod_plugin.steering.SteeringOperator` of ``kind``.
+        embed: the module from backbone features ``(N, D)`` to the steered space ``(N, E)``.
+        operator: the :class:`~equimod_plugin.steering.SteeringOperator` of ``kind`` on E.
 
     Example:
         >>> import torch
@@ -173,6 +194,10 @@ class SteeringTerm(nn.Module):
         >>> loss = term(torch.randn(8, 32), torch.randn(2, 8, 32), torch.randn(2, 8, 18))
         >>> loss.shape, sorted(term.metrics())
         (torch.Size([]), ['cos_original', 'cos_steered', 'loss'])
+        >>> term = SteeringTerm(32, 18, objective="contrastive", projector=(64, 16), rank=4)
+        >>> loss = term(torch.randn(8, 32), torch.randn(2, 8, 32), torch.randn(2, 8, 18))
+        >>> term.operator.dim, loss.shape
+        (16, torch.Size([]))
     """
 
     def __init__(
@@ -183,17 +208,41 @@ class SteeringTerm(nn.Module):
         kind: Kind = "low_rank",
         loss: nn.Module | None = None,
         standardize: bool = True,
+        objective: Objective = "regression",
+        projector: Sequence[int] | None = None,
         **operator_kwargs: int,
     ) -> None:
         super().__init__()
+        if objective not in ("regression", "contrastive"):
+            raise ValueError(f"objective must be 'regression' or 'contrastive', got {objective!r}")
+        check_flags(standardize=standardize)
+        if projector is not None:
+            widths = list(projector) if isinstance(projector, (list, tuple)) else []
+            if not widths or not all(
+                isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths
+            ):
+                raise ValueError(
+                    f"projector must be a non-empty sequence of positive ints (hidden widths, "
+                    f"then the output width), or None, got {projector!r}"
+                )
+            if not standardize:
+                raise ValueError(
+                    "standardize=False steers the raw backbone features; with a projector the "
+                    "steered space is the projector's output: drop one of the two arguments"
+                )
+            self.embed: nn.Module = mlp(feature_dim, widths[:-1], widths[-1])
+            dim = widths[-1]
+        else:
+            self.embed = nn.BatchNorm1d(feature_dim, affine=False) if standardize else nn.Identity()
+            dim = feature_dim
         self.operator = SteeringOperator(
-            feature_dim, param_dim, kind=kind, identity=identity, **operator_kwargs
+            dim, param_dim, kind=kind, identity=identity, **operator_kwargs
         )
         self.feature_dim, self.param_dim = feature_dim, param_dim
-        self.standardize: nn.Module = (
-            nn.BatchNorm1d(feature_dim, affine=False) if standardize else nn.Identity()
-        )
-        self.loss = SteeringLoss() if loss is None else loss
+        self.objective = objective
+        if loss is None:
+            loss = SteeringLoss() if objective == "regression" else EquiModLoss(temperature=0.2)
+        self.loss = loss
         self._last: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     @classmethod
@@ -205,7 +254,7 @@ class SteeringTerm(nn.Module):
     def forward(self, features_o: Tensor, features_views: Tensor, params: Tensor) -> Tensor:
         """Loss (not weighted) of steering the originals' embeddings to the views'.
 
-        Shapes as :meth:`EquiModTerm.forward`; the originals and the views are standardised
+        Shapes as :meth:`EquiModTerm.forward`; the originals and the views are embedded
         together, in one call.
         """
         dim = self.feature_dim
@@ -221,18 +270,22 @@ class SteeringTerm(nn.Module):
             features_views=features_views,
             params=params,
         )
-        embedded = self.standardize(torch.cat([features_o, features_views.flatten(0, 1)]))
+        embedded = self.embed(torch.cat([features_o, features_views.flatten(0, 1)]))
         original = embedded[:batch].repeat(views, 1)
         target = embedded[batch:]
         steered = self.operator(original, params.flatten(0, 1))
-        loss: Tensor = self.loss(steered, target)
+        if self.objective == "contrastive":
+            shape = (views, batch)
+            loss: Tensor = self.loss(target.unflatten(0, shape), steered.unflatten(0, shape))
+        else:
+            loss = self.loss(steered, target)
         self._last = (original.detach(), steered.detach(), target.detach(), loss.detach())
         return loss
 
     def metrics(self) -> dict[str, float]:
         """Loss, mean ``cos(M e_o, e_a)`` and, for reference, mean ``cos(e_o, e_a)``.
 
-        ``e`` are the embeddings the operator acts on (standardised features by default).
+        ``e`` are the embeddings the operator acts on (``term.embed`` of the features).
         """
         if self._last is None:
             raise RuntimeError("metrics() needs a forward call first")

@@ -272,21 +272,21 @@ def test_steering_operator_at_identity_and_modes_restored():
 
 @pytest.mark.exactness
 def test_steering_term_with_its_standardisation():
-    """``embed=term.standardize``: the steering columns use the term's running statistics."""
+    """``embed=term.embed``: the steering columns use the term's running statistics."""
     aug = colour_aug()
     term = SteeringTerm(8, aug.layout.param_dim, aug.identity_params(1)[0], rank=2)
     params = aug.sample(torch.rand(32, 3, 8, 8)).view(2, 16, -1)
     term(torch.randn(16, 8) + 3, torch.randn(2, 16, 8) + 3, params)  # updates the statistics
     encoder, images = conv_encoder(), mid_images()
     report = augmentation_report(
-        encoder, aug, images, steering=term.operator, embed=term.standardize, steps=3
+        encoder, aug, images, steering=term.operator, embed=term.embed, steps=3
     )
     assert term.training and encoder.training  # modes restored
     sweep = default_sweeps(aug, 3)[0]  # crop_scale, first value 0.2
     with torch.no_grad():
         f_o = encoder.eval()(images)
         f_a = encoder(aug(images, params=sweep.params[:1].expand(len(images), -1))[0])
-        bn = term.standardize
+        bn = term.embed
         e_o, e_a = ((f - bn.running_mean) / (bn.running_var + bn.eps).sqrt() for f in (f_o, f_a))
         cos = torch.nn.functional.cosine_similarity(e_o, e_a).mean().item()
     assert report.rows[0].steer_cos_orig == pytest.approx(cos, abs=1e-5)

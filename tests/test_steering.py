@@ -328,11 +328,11 @@ def test_tta_from_term_steers_in_the_terms_standardised_space():
     tta = SteeredTTA.from_term(encoder, term, params).eval()
     images = torch.randn(3, 3, 12, 12)
     with torch.no_grad():
-        embedded = term.standardize.eval()(encoder(images).flatten(1))
+        embedded = term.embed.eval()(encoder(images).flatten(1))
         expected = term.operator.steer_many(embedded, params)
         out = tta(images)
     torch.testing.assert_close(out.steered, expected)
-    assert tta.encoder[-1] is term.standardize  # running statistics, not a copy
+    assert tta.encoder[-1] is term.embed  # running statistics, not a copy
     with pytest.raises(TypeError, match="term must be a SteeringTerm"):
         SteeredTTA.from_term(encoder, EquiModTerm(8, 18, hidden_dim=8), params)
 
@@ -418,3 +418,76 @@ def test_tta_rejects_bad_params_and_images():
         tta_params(augment.byol(12), 0, (12, 12))
     with pytest.raises(ValueError, match="distance must be"):
         SteeringLoss("l1")
+
+
+# SteeringTerm objectives and spaces (issue 15)
+
+
+def invariant_inputs(views: int = 2, batch: int = 6, dim: int = 8, param_dim: int = 5):
+    """Features of an encoder that ignores the augmentation: every view equals its original."""
+    g = torch.Generator().manual_seed(0)
+    features_o = torch.randn(batch, dim, generator=g)
+    return (
+        features_o,
+        features_o.expand(views, -1, -1).clone(),
+        torch.zeros(views, batch, param_dim),
+    )
+
+
+def test_the_contrastive_objective_rules_out_the_invariant_solution():
+    """M = I on an encoder that ignores ``a`` is a minimum of the regression loss (0), but the
+    contrastive loss cannot go below log 2: the sibling view is as close as the positive."""
+    features = invariant_inputs()
+    identity = torch.zeros(5)  # the params are the identity: M(a) = I exactly
+    regression = SteeringTerm(8, 5, identity=identity, rank=2, standardize=False)
+    contrastive = SteeringTerm(
+        8, 5, identity=identity, rank=2, standardize=False, objective="contrastive"
+    )
+    assert regression(*features).item() == pytest.approx(0.0, abs=1e-6)
+    assert contrastive(*features).item() >= torch.log(torch.tensor(2.0)).item() - 1e-5
+
+
+def test_the_contrastive_objective_is_equimods_nt_xent_on_steered_and_true_views():
+    from equimod_plugin import EquiModLoss
+
+    torch.manual_seed(0)
+    term = SteeringTerm(8, 5, rank=2, objective="contrastive")
+    f_o, f_views, params = torch.randn(6, 8), torch.randn(2, 6, 8), torch.randn(2, 6, 5)
+    loss = term(f_o, f_views, params)
+    embedded = term.embed(torch.cat([f_o, f_views.flatten(0, 1)]))
+    steered = term.operator(embedded[:6].repeat(2, 1), params.flatten(0, 1))
+    expected = EquiModLoss(temperature=0.2)(
+        embedded[6:].unflatten(0, (2, 6)), steered.unflatten(0, (2, 6))
+    )
+    torch.testing.assert_close(loss, expected)
+
+
+def test_a_steering_projector_is_a_space_of_its_own():
+    torch.manual_seed(0)
+    term = SteeringTerm(8, 5, rank=2, projector=(16, 4), objective="contrastive")
+    assert term.operator.dim == 4 and isinstance(term.embed, nn.Sequential)
+    assert not term.embed[-1].affine  # the last BatchNorm is not affine, as EquiMod's g'
+    f_o = torch.randn(6, 8, requires_grad=True)
+    term(f_o, torch.randn(2, 6, 8), torch.randn(2, 6, 5)).backward()
+    assert f_o.grad is not None and all(p.grad is not None for p in term.embed.parameters())
+    aug = augment.byol(16, view=1)
+    encoder = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1))
+    term = SteeringTerm.build(8, aug, rank=2, projector=(16, 4))
+    tta = SteeredTTA.from_term(encoder, term, tta_params(aug, 3, (16, 16))).eval()
+    assert tta.encoder[-1] is term.embed
+    assert tta(torch.rand(2, 3, 16, 16)).steered.shape == (2, 3, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"objective": "infonce"}, "objective must be 'regression' or 'contrastive'"),
+        ({"projector": ()}, "projector must be a non-empty sequence of positive ints"),
+        ({"projector": (16, 0)}, "projector must be a non-empty sequence of positive ints"),
+        ({"projector": 16}, "projector must be a non-empty sequence of positive ints"),
+        ({"projector": (16, 4), "standardize": False}, "drop one of the two arguments"),
+    ],
+)
+def test_steering_term_options_are_checked_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SteeringTerm(8, 5, rank=2, **kwargs)

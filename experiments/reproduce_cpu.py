@@ -13,8 +13,8 @@ information left in the features. Datasets (``--only DATASET/METHOD``):
 
 Methods: ``random-init`` (the BYOL model untrained), ``simclr`` (NT-Xent, tau 0.5 as EquiMod's
 CIFAR-10 run), ``byol``, each ``+equimod`` (tau 0.2, the paper's; weights from ``--weights``) and
-``byol+steering``. Every run uses the quickstart's 6-layer 32-wide convnet (D = 32) and the
-presets' CIFAR views through one :func:`~equimod_plugin.equimod_branch`; the baselines keep
+each ``+steering`` variant of :data:`STEERING` (issue 15). Every run uses the quickstart's
+6-layer 32-wide convnet (D = 32) and the presets' CIFAR views through one branch; the baselines keep
 their EquiMod head as a :class:`~equimod_plugin.terms.Monitor` (trained on detached features),
 so equivariance metrics exist for them too while their encoder trains on the invariance loss
 alone. BYOL's recipe at this budget (calibrated on tint24 seed 0, see
@@ -73,7 +73,19 @@ from equimod_plugin.terms import Monitor
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "reproduction"
 DATASETS = {"fmnist": 0, "tint8": 8, "tint24": 24, "photo24": 24}  # number of hues (0: grey)
-METHODS = ("simclr", "simclr+equimod", "byol", "byol+equimod", "byol+steering")
+#: The steering variants (issue 15): ``SteeringTerm`` options of each ``+steering...`` method.
+STEERING: dict[str, dict[str, Any]] = {
+    "steering": {},  # the regression loss on standardised backbone features (the default)
+    "steering-nce": {"objective": "contrastive"},  # NT-Xent, sibling view among the negatives
+    "steering-nce-proj": {"objective": "contrastive", "projector": (512, 128)},  # its own space
+}
+METHODS = (
+    "simclr",
+    "simclr+equimod",
+    "byol",
+    "byol+equimod",
+    *(f"{base}+{variant}" for base in ("byol", "simclr") for variant in STEERING),
+)
 RANDOM_INIT = "random-init"  # the BYOL model and its monitor head, evaluated untrained
 #: The default grid: both colour tasks, both invariance methods with and without EquiMod.
 RUNS = tuple((d, m) for d in ("tint24", "photo24") for m in (RANDOM_INIT, *METHODS[:4]))
@@ -137,8 +149,8 @@ def build(method: str, config: Config) -> tuple[nn.Module, EquivarianceBranch]:
     backbone = convnet()
     model = BYOL(backbone, dim=32) if base == "byol" else SimCLR(backbone, dim=32)
     views = augment.byol_views(32, variant="cifar") if base == "byol" else augment.simclr(32, variant="cifar")
-    if extra == "steering":
-        branch = steering_branch(backbone, views)
+    if extra in STEERING:
+        branch = steering_branch(backbone, views, **STEERING[extra])
     else:
         loss = EquiModLoss(temperature=0.2)
         standardize = config.param_norm == "batchnorm"
@@ -379,11 +391,11 @@ def value(r: dict[str, Any], key: str) -> float:
     return r["equivariance"]["relative"] if key == "relative" else r[key]
 
 
-def mean_sd(values: list[float], scale: float = 100.0) -> str:
+def mean_sd(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if not values:
         return "-"
     v = np.asarray(values) * scale
-    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v[0]:.{digits}f}"
 
 
 def paired(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> list[float]:
@@ -421,7 +433,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for (dataset, row), runs in by.items():
         cells = [mean_sd([value(r, k) for r in runs if k in r]) for k in COLUMNS.values()]
-        cells.append(mean_sd([value(r, "relative") for r in runs], scale=1.0))
+        relative = [r["equivariance"]["relative"] for r in runs if "relative" in r["equivariance"]]
+        cells.append("-" if row == RANDOM_INIT else mean_sd(relative, scale=1.0, digits=2))
         minutes = np.mean([r["train_minutes"] for r in runs])
         lines.append(f"| {dataset} | {row} | {len(runs)} | " + " | ".join(cells) + f" | {minutes:.1f} |")
     lines += [
@@ -443,7 +456,35 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [verdict(paired(by[dataset, reference], runs, COLUMNS[k])) for k in DIFFERENCES]
         lines.append(f"| {dataset} | {row} | {reference} | " + " | ".join(cells) + " |")
     lines += ["", "## Goals", "", *goals(by, datasets)]
+    if any("+steering" in row for _, row in by):
+        lines += ["", "## Steering (issue 15)", "", *steering(by)]
     return "\n".join(lines) + "\n"
+
+
+def steering(by: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    """Per steering row: held-out steered and unsteered cosines, and issue 15's goals."""
+    lines = [
+        "cos(M(a) e(x), e(a(x))) (steered) and cos(e(x), e(a(x))) (unsteered) on test views, in the "
+        "space the operator acts on; object and hue differences to the baseline in points.",
+        "",
+        "| dataset | run | steered cos | unsteered cos | object >= baseline - 1 | hue linear >= +10 | "
+        "steered >= 0.9 and >= unsteered + 0.15 |",
+        "|---|---|---:|---:|---|---|---|",
+    ]
+    for (dataset, row), runs in by.items():
+        base = baseline_of(row)
+        if "+steering" not in row or (dataset, base) not in by:
+            continue
+        steered = [r["equivariance"]["cos_steered"] for r in runs]
+        unsteered = [r["equivariance"]["cos_original"] for r in runs]
+        cells = [mean_sd(steered, scale=1.0, digits=3), mean_sd(unsteered, scale=1.0, digits=3)]
+        for key, threshold in (("backbone/object/linear", -1.0), ("backbone/hue/linear", 10.0)):
+            mean = 100 * float(np.mean(paired(by[dataset, base], runs, key)))
+            cells.append(f"{mean:+.1f} {'yes' if mean >= threshold else 'no'}")
+        met = np.mean(steered) >= 0.9 and np.mean(steered) >= np.mean(unsteered) + 0.15
+        cells.append("yes" if met else "no")
+        lines.append(f"| {dataset} | {row} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def goals(by: dict[tuple[str, str], list[dict[str, Any]]], datasets: list[str]) -> list[str]:

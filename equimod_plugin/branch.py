@@ -359,8 +359,9 @@ class EquivarianceBranch(nn.Module):
                 stacklevel=3,
             )
 
-    def metrics(self) -> dict[str, float]:
-        """The term's metrics of the last step (e.g. EquiMod's equivariance), as floats."""
+    def metrics(self) -> dict[str, Tensor]:
+        """The term's metrics of the last step (e.g. EquiMod's equivariance): detached 0-dim
+        tensors, so ``self.log_dict({f"equimod/{k}": v for k, v in ...})`` needs no host sync."""
         return self.term.metrics()
 
 

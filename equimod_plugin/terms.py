@@ -52,8 +52,8 @@ class Term(Protocol):
         """Scalar loss from ``(B, D)``, ``(V, B, D)`` features and ``(V, B, P)`` parameters."""
         ...
 
-    def metrics(self) -> dict[str, float]:
-        """Metrics of the last call, for logging."""
+    def metrics(self) -> dict[str, Tensor]:
+        """Metrics of the last call, for logging: detached 0-dim tensors."""
         ...
 
 
@@ -130,12 +130,13 @@ class EquiModTerm(nn.Module):
         self._last = (EquivarianceOutput(*(t.detach() for t in out)), loss.detach())
         return loss
 
-    def metrics(self) -> dict[str, float]:
-        """EquiMod's equivariance metrics and the loss of the last call, as floats."""
+    def metrics(self) -> dict[str, Tensor]:
+        """EquiMod's equivariance metrics and the loss of the last call, as detached 0-dim
+        tensors (no host synchronisation; ``float(value)`` for a number)."""
         if self._last is None:
             raise RuntimeError("metrics() needs a forward call first")
         out, loss = self._last
-        return {"loss": float(loss), **equivariance_metrics(*out)}
+        return {"loss": loss, **equivariance_metrics(*out)}
 
 
 class SteeringTerm(nn.Module):
@@ -282,8 +283,9 @@ class SteeringTerm(nn.Module):
         self._last = (original.detach(), steered.detach(), target.detach(), loss.detach())
         return loss
 
-    def metrics(self) -> dict[str, float]:
-        """Loss, mean ``cos(M e_o, e_a)`` and, for reference, mean ``cos(e_o, e_a)``.
+    def metrics(self) -> dict[str, Tensor]:
+        """Loss, mean ``cos(M e_o, e_a)`` and, for reference, mean ``cos(e_o, e_a)``, as
+        detached 0-dim tensors.
 
         ``e`` are the embeddings the operator acts on (``term.embed`` of the features).
         """
@@ -292,9 +294,9 @@ class SteeringTerm(nn.Module):
         original, steered, target, loss = self._last
         with torch.no_grad():
             return {
-                "loss": float(loss),
-                "cos_steered": float(F.cosine_similarity(steered, target).mean()),
-                "cos_original": float(F.cosine_similarity(original, target).mean()),
+                "loss": loss,
+                "cos_steered": F.cosine_similarity(steered, target).mean(),
+                "cos_original": F.cosine_similarity(original, target).mean(),
             }
 
 
@@ -334,7 +336,7 @@ class Monitor(nn.Module):
         """The wrapped term's loss on detached features (shapes as the term's)."""
         return self.term(features_o.detach(), features_views.detach(), params)
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, Tensor]:
         """The wrapped term's metrics of the last call."""
         return self.term.metrics()  # type: ignore[no-any-return]
 

@@ -243,10 +243,10 @@ def test_head_columns_match_equimods_metrics():
         f_a = encoder(aug(images, params=params)[0])
         y_o, y_a = head.project(f_o), head.project(f_a)
         expected = equivariance_metrics(y_o, y_a[None], head.predict(y_o, params)[None])
-    assert row.head_cos_pred == pytest.approx(expected["cos_pred"], abs=1e-6)
-    assert row.head_cos_orig == pytest.approx(expected["cos_original"], abs=1e-6)
+    assert row.head_cos_pred == pytest.approx(float(expected["cos_pred"]), abs=1e-6)
+    assert row.head_cos_orig == pytest.approx(float(expected["cos_original"]), abs=1e-6)
     # equivariance_metrics takes 1 - cos in float32, the report in float64: ~1e-3 apart here
-    assert row.head_explained == pytest.approx(1 - 1 / expected["relative"], rel=2e-3)
+    assert row.head_explained == pytest.approx(1 - 1 / float(expected["relative"]), rel=2e-3)
 
     report = augmentation_report(
         encoder, aug, images, head=identity_head(6, aug.layout.param_dim), steps=3

@@ -283,7 +283,7 @@ def test_loss_is_the_methods_plus_weight_times_the_term() -> None:
     model = equivariant(ContractBYOL)(make_cfg({"weight": 0.25}))
     loss = model.training_step(batch(), 0)
     assert model.method_loss is not None
-    term = model.equivariance.metrics()["loss"]
+    term = float(model.equivariance.metrics()["loss"])
     expected = float(model.method_loss.detach()) + 0.25 * term
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     loss.backward()

@@ -1,4 +1,7 @@
-"""What every benchmark report records about the machine, and where it writes."""
+"""What every benchmark shares: the machine it records, where it writes, its optional imports.
+
+Only the standard library and torch: ``--help`` works without the ``bench`` extra.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,9 @@ import argparse
 import datetime
 import os
 import platform
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -34,10 +39,45 @@ def machine() -> dict[str, object]:
     }
 
 
+def add_output_options(parser: argparse.ArgumentParser, name: str, quick: str) -> None:
+    """Add ``--out``, ``--quick`` (its help: ``quick``) and ``--seed``, alike in every benchmark."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"output directory (default: a new folder runs/{name}-<time> under the working "
+        "directory; with --quick, a new temporary directory; the committed results are made with "
+        "--out benchmarks/results)",
+    )
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the images, weights and augmentations (default: %(default)s)",
+    )
+
+
 def output_dir(args: argparse.Namespace, name: str) -> Path:
-    """``--out``, else a new temporary directory for ``--quick``, else ``benchmarks/results``."""
+    """``--out``; else a new temporary directory for ``--quick``; else a new folder
+    ``runs/<name>-<YYYYmmdd-HHMMSS>`` under the working directory (created when written).
+
+    Never ``benchmarks/results``, the committed reports: those are re-made with ``--out``.
+    """
     if args.out:
         return Path(args.out)
     if args.quick:
         return Path(tempfile.mkdtemp(prefix=f"{name}_"))
-    return Path(__file__).parent / "results"
+    return Path.cwd() / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def require(missing: ImportError | None) -> None:
+    """Exit naming the package to install (the ``bench`` extra) if an optional import failed.
+
+    The scripts import their optional packages in ``try`` and call this after parsing the
+    command line, so that ``--help`` works without them.
+    """
+    if missing is not None:
+        script = Path(sys.argv[0]).name
+        raise SystemExit(
+            f"{script} needs {missing.name or missing}: pip install 'equimod-plugin[bench]'"
+        )

@@ -25,13 +25,17 @@ pipelines (lightly's are de-normalised): the mean and std over images of the per
 and of the per-channel spatial std (averaged over channels), and the fraction of grayscale
 views. ``z`` is the difference over its standard error (both samples treated as independent).
 
-Run (needs ``pip install scikit-image``)::
+CPU only by design: both pipelines run where a ``DataLoader`` worker runs them. Run (needs
+``pip install "equimod-plugin[bench]"``: lightly and scikit-image)::
 
     PYTHONPATH=. python benchmarks/augment_throughput.py            # about 1-2 minutes
     PYTHONPATH=. python benchmarks/augment_throughput.py --quick    # smoke run, temp dir
+    PYTHONPATH=. python benchmarks/augment_throughput.py --out benchmarks/results  # committed
 
-Writes ``augment_throughput.md`` and ``augment_throughput.json`` to ``--out`` (default
-``benchmarks/results``; with ``--quick``, a new temporary directory).
+Writes ``augment_throughput.md`` and ``augment_throughput.json`` to ``--out`` (default: a new
+folder ``runs/augment_throughput-<time>`` under the working directory; with ``--quick``, a
+new temporary directory). The committed results in ``benchmarks/results`` are re-made only
+with the explicit ``--out benchmarks/results`` above.
 """
 
 from __future__ import annotations
@@ -43,31 +47,36 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
-import lightly
 import numpy as np
 import torch
-from _report import machine, output_dir
-from lightly.transforms.byol_transform import (
-    BYOLTransform,
-    BYOLView1Transform,
-    BYOLView2Transform,
-)
-from lightly.transforms.utils import IMAGENET_NORMALIZE
-from PIL import Image
-from skimage import data as skdata
+from _report import add_output_options, machine, output_dir, require
 from torch import Tensor
 
 from equimod_plugin import augment
+from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE
+
+try:  # the `bench` extra, required by main() after the command line: --help works without it
+    import lightly
+    from lightly.transforms.byol_transform import (
+        BYOLTransform,
+        BYOLView1Transform,
+        BYOLView2Transform,
+    )
+    from PIL import Image
+    from skimage import data as skdata
+except ImportError as error:
+    MISSING: ImportError | None = error
+else:
+    MISSING = None
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
-MEAN = torch.tensor(IMAGENET_NORMALIZE["mean"]).view(1, 3, 1, 1)
-STD = torch.tensor(IMAGENET_NORMALIZE["std"]).view(1, 3, 1, 1)
+# ImageNet's mean and std, as lightly's IMAGENET_NORMALIZE (its transforms' Normalize)
+MEAN = torch.tensor(IMAGENET_NORMALIZE[0]).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_NORMALIZE[1]).view(1, 3, 1, 1)
 TARGETS = {32: 5.0, 224: 1.5}
 THREADS = 2
-SEED = 0
 GRAY_ATOL = 1e-4
 
 Pipeline = Callable[[], tuple[Tensor, Tensor]]
@@ -75,12 +84,13 @@ Pipeline = Callable[[], tuple[Tensor, Tensor]]
 
 @dataclass(frozen=True)
 class Config:
-    """Batch size, repetitions per image size and the statistics sample size."""
+    """Batch size, repetitions per image size, the statistics sample size and the seed."""
 
     batch_size: int
     reps: dict[int, int]
     stats_images: int
     stats_size: int = 32
+    seed: int = 0
 
 
 FULL = Config(batch_size=256, reps={32: 5, 224: 3}, stats_images=1024)
@@ -181,7 +191,7 @@ def time_size(photos: Sequence[np.ndarray], size: int, config: Config) -> Timing
     lightly runs with one torch thread, as in a ``DataLoader`` worker (which sets it); the
     plugin with ``THREADS`` and with one (a per-core comparison). Repetition 0 is a warm-up.
     """
-    images = random_crops(photos, config.batch_size, size, SEED + size)
+    images = random_crops(photos, config.batch_size, size, config.seed + size)
     plugin = plugin_pipeline(to_batch(images), size)
     runs = {
         "lightly": (lightly_pipeline(images, size), 1),
@@ -216,7 +226,7 @@ def view_stats(views: Tensor) -> dict[str, tuple[float, float]]:
 def compare_stats(photos: Sequence[np.ndarray], config: Config) -> list[dict[str, object]]:
     """Statistics of both views of both pipelines on the same images, with their z-scores."""
     size = config.stats_size
-    images = random_crops(photos, config.stats_images, size, SEED + 1)
+    images = random_crops(photos, config.stats_images, size, config.seed + 1)
     lightly_views = [v * STD + MEAN for v in lightly_pipeline(images, size)()]
     plugin_views = plugin_pipeline(to_batch(images), size, normalize=False)()
     rows = []
@@ -281,20 +291,21 @@ def markdown(hw: dict[str, object], timings: list[Timing], stats: list[dict[str,
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (B = 8, 1 rep)")
-    parser.add_argument("--out", type=Path, help="output directory")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_output_options(parser, "augment_throughput", quick="tiny smoke run (B = 8, 1 rep)")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    config = QUICK if args.quick else FULL
+    require(MISSING)
+    config = replace(QUICK if args.quick else FULL, seed=args.seed)
     out = output_dir(args, "augment_throughput")
+    print(f"seed {config.seed}; writing to {out}")
     torch.set_num_threads(THREADS)
-    torch.manual_seed(SEED)
-    np.random.seed(SEED)
-    random.seed(SEED)
+    torch.manual_seed(config.seed)  # lightly's transforms draw from torch's and Python's generators
+    np.random.seed(config.seed)
+    random.seed(config.seed)
     photos = load_photos()
     hw = hardware()
     timings = [time_size(photos, size, config) for size in sorted(config.reps)]

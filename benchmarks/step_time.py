@@ -39,14 +39,18 @@ resnet18 at 32 px whose feature maps are tiny. Compare with ``--threads 1`` ther
 With ``--profile``, one plain and one wrapped step per case also run under
 ``torch.profiler`` and the top operators by self CPU time are appended to the report.
 
-Run::
+CPU only by design (process CPU time, CPU profiles). Run (needs ``pip install
+"equimod-plugin[bench]"``: lightly)::
 
     PYTHONPATH=. python benchmarks/step_time.py            # ~5 min of CPU on 2 cores
     PYTHONPATH=. python benchmarks/step_time.py --quick    # smoke run, temp dir
     PYTHONPATH=. python benchmarks/step_time.py --batch-sizes 128 256 --profile
+    PYTHONPATH=. python benchmarks/step_time.py --out benchmarks/results  # the committed run
 
-Writes ``step_time.md`` and ``step_time.json`` to ``--out`` (default ``benchmarks/results``;
-with ``--quick``, a new temporary directory).
+Writes ``step_time.md`` and ``step_time.json`` to ``--out`` (default: a new folder
+``runs/step_time-<time>`` under the working directory; with ``--quick``, a new temporary
+directory). The committed results in ``benchmarks/results`` are re-made only with the
+explicit ``--out benchmarks/results`` above.
 """
 
 from __future__ import annotations
@@ -58,28 +62,32 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
-import lightly
 import torch
-import torchvision
-from _report import machine, output_dir
-from lightly.loss import NegativeCosineSimilarity
-from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.utils.scheduler import cosine_schedule
+from _report import add_output_options, machine, output_dir, require
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 from equimod_plugin import augment
 from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE
-from equimod_plugin.integrations.lightly import attach
+
+try:  # the `bench` extra, required by main() after the command line: --help works without it
+    import lightly
+    import torchvision
+    from lightly.loss import NegativeCosineSimilarity
+    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+
+    from equimod_plugin.integrations.lightly import attach
+except ImportError as error:
+    MISSING: ImportError | None = error
+else:
+    MISSING = None
 
 THREADS = 2
 SIZE = 32
-SEED = 0
 LR = 0.06
-MOMENTUM = cosine_schedule(0, 10, 0.996, 1.0)
+MOMENTUM = 0.996  # lightly's cosine_schedule(epoch, epochs, 0.996, 1) in the first epoch
 RATIO_TARGET = 1.6
 HEAD_SHARE_TARGET = 0.05
 PROFILE_ROWS = 12
@@ -89,12 +97,13 @@ STD = torch.tensor(IMAGENET_NORMALIZE[1]).view(1, 3, 1, 1)
 
 @dataclass(frozen=True)
 class Config:
-    """Backbones, batch sizes, warm-up steps and timed repetitions."""
+    """Backbones, batch sizes, warm-up steps, timed repetitions and the seed."""
 
     backbones: tuple[str, ...]
     batch_sizes: tuple[int, ...]
     warmup: int
     reps: int
+    seed: int = 0
 
 
 FULL = Config(backbones=("convnet6", "resnet18"), batch_sizes=(128,), warmup=1, reps=10)
@@ -317,7 +326,7 @@ def head_step(model: BYOL, images: Tensor) -> Callable[[], None]:
 
 def time_case(backbone: str, batch_size: int, config: Config) -> tuple[Timing, Case]:
     """Warm-up, then interleaved repetitions of plain, wrapped and head."""
-    torch.manual_seed(SEED)
+    torch.manual_seed(config.seed)
     case = build_case(backbone, batch_size)
     for _ in range(config.warmup):
         case.plain()
@@ -352,6 +361,7 @@ def hardware(config: Config) -> dict[str, object]:
         "image_size": SIZE,
         "reps": config.reps,
         "warmup": config.warmup,
+        "seed": config.seed,
     }
 
 
@@ -407,11 +417,13 @@ def markdown(hw: dict[str, object], timings: list[Timing], profiles: dict[str, s
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (B = 8, 2 reps)")
-    parser.add_argument("--out", type=Path, help="output directory")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_output_options(parser, "step_time", quick="tiny smoke run (B = 8, 2 reps)")
     parser.add_argument(
-        "--batch-sizes", type=int, nargs="+", help=f"default {FULL.batch_sizes} (--quick: 8)"
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        help=f"batch sizes to time (default {' '.join(map(str, FULL.batch_sizes))}; --quick: 8)",
     )
     parser.add_argument(
         "--threads", type=int, default=THREADS, help="torch.set_num_threads (default %(default)s)"
@@ -424,10 +436,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    config = QUICK if args.quick else FULL
+    require(MISSING)
+    config = replace(QUICK if args.quick else FULL, seed=args.seed)
     if args.batch_sizes:
         config = replace(config, batch_sizes=tuple(args.batch_sizes))
     out = output_dir(args, "step_time")
+    print(f"seed {config.seed}; writing to {out}")
     torch.set_num_threads(args.threads)
     hw = hardware(config)
     timings, profiles = [], {}

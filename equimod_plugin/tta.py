@@ -207,9 +207,7 @@ class SteeredTTA(nn.Module):
         """
         if not isinstance(term, SteeringTerm):
             raise TypeError(f"term must be a SteeringTerm, got {type(term).__name__}")
-        return cls(
-            nn.Sequential(encoder, nn.Flatten(), term.embed), term.operator, params, grad
-        )
+        return cls(nn.Sequential(encoder, nn.Flatten(), term.embed), term.operator, params, grad)
 
     def steer(self, features: Tensor) -> TTAOutput:
         """Steer precomputed features ``(B, D)`` to the K augmentations."""

@@ -13,16 +13,19 @@ The script also logs the loss (progress bar), runs the momentum schedule over ``
 (lightly's example hard-codes 10), prints the epoch means of the loss and the equivariance
 metrics at the end, and exits non-zero if the loss is not finite.
 
-Smoke test (CPU, no download, well under a minute)::
+Smoke test (shipped images, no download, well under a minute on a CPU)::
 
     python examples/lightly_byol_lightning.py --smoke
 
-Full run (downloads CIFAR-10 to ``--data-dir``; Lightning picks a GPU when available)::
+Full run (downloads CIFAR-10 to ``--data-dir``, default ``~/.cache/equimod-plugin/cifar10``;
+``--device`` defaults to ``cuda`` when available, else ``cpu``; ``--seed`` to 0)::
 
-    python examples/lightly_byol_lightning.py --data-dir datasets/cifar10 --epochs 10
+    python examples/lightly_byol_lightning.py --epochs 10
+    python examples/lightly_byol_lightning.py --data-dir /data/cifar10 --device cuda:1 --seed 1
 
-Requires ``pip install -e ".[examples]"``. As in lightly's example, the model and training
-settings are chosen to run on a small dataset with a single GPU, not those of the papers.
+Requires ``pip install "equimod-plugin[examples]"``. As in lightly's example, the model and
+training settings are chosen to run on a small dataset with a single GPU, not those of the
+papers.
 """
 
 from __future__ import annotations
@@ -32,20 +35,29 @@ import copy
 import math
 import os
 import sys
+from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-import torchvision
-from lightly.loss import NegativeCosineSimilarity
-from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
 from equimod_plugin import equimod_branch
 from equimod_plugin.augment import byol_views
 from equimod_plugin.eval.datasets import FashionMNISTSample
-from equimod_plugin.integrations.lightly import OriginalTransform
+
+try:  # the `examples` extra: lightly (with torchvision) and PyTorch Lightning
+    import pytorch_lightning as pl
+    import torchvision
+    from lightly.loss import NegativeCosineSimilarity
+    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.utils.scheduler import cosine_schedule
+
+    from equimod_plugin.integrations.lightly import OriginalTransform
+except ImportError as error:
+    raise ImportError(f"this example needs {error.name}: pip install 'equimod-plugin[examples]'") from error
+
+# CIFAR-10 is downloaded here unless --data-dir says otherwise, wherever the script runs from
+DATA_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "equimod-plugin" / "cifar10"
 
 
 class BYOL(pl.LightningModule):
@@ -99,11 +111,28 @@ class BYOL(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.06)
 
 
+def torch_device(name: str) -> torch.device:
+    """The type of ``--device``: a bad name is an error of the option, not a traceback."""
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default="datasets/cifar10", help="CIFAR-10 root, downloaded on first use")
-    parser.add_argument("--epochs", type=int, help="default 10, smoke 2")
-    parser.add_argument("--batch-size", type=int, help="default 256, smoke 8")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="CIFAR-10 root, downloaded on first use (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the model trains, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, data order and views (default: 0)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default 10, smoke 2)")
+    parser.add_argument("--batch-size", type=int, help="images per batch (default 256, smoke 8)")
     parser.add_argument("--num-workers", type=int, help="data loading processes (default up to 8, smoke 0)")
     parser.add_argument("--smoke", action="store_true", help="2 batches per epoch of shipped images, no download")
     args = parser.parse_args()
@@ -118,6 +147,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    print(f"device: {args.device}, seed: {args.seed}")
+    pl.seed_everything(args.seed)
 
     model = BYOL()
 
@@ -139,8 +170,8 @@ def main() -> None:
 
     trainer = pl.Trainer(
         max_epochs=args.epochs,
-        devices=1,
-        accelerator="auto",
+        devices=1 if args.device.index is None else [args.device.index],
+        accelerator=args.device.type,
         logger=not args.smoke,
         enable_checkpointing=not args.smoke,
     )

@@ -14,16 +14,19 @@ workers that are spawned), the command line, the smoke data, a progress bar, the
 metrics on the epoch line (those of the epoch's last step) and a non-zero exit if the loss is
 not finite.
 
-Smoke test (CPU, no download, well under a minute)::
+Smoke test (shipped images, no download, well under a minute on a CPU)::
 
     python examples/lightly_simclr.py --smoke
 
-Full run (downloads CIFAR-10 to ``--data-dir``; a GPU is used when available)::
+Full run (downloads CIFAR-10 to ``--data-dir``, default ``~/.cache/equimod-plugin/cifar10``;
+``--device`` defaults to ``cuda`` when available, else ``cpu``; ``--seed`` to 0)::
 
-    python examples/lightly_simclr.py --data-dir datasets/cifar10 --epochs 10
+    python examples/lightly_simclr.py --epochs 10
+    python examples/lightly_simclr.py --data-dir /data/cifar10 --device cuda:1 --seed 1
 
-Requires ``pip install -e ".[examples]"``. As in lightly's example, the model and training
-settings are chosen to run on a small dataset with a single GPU, not those of the papers.
+Requires ``pip install "equimod-plugin[examples]"``. As in lightly's example, the model and
+training settings are chosen to run on a small dataset with a single GPU, not those of the
+papers.
 """
 
 from __future__ import annotations
@@ -32,17 +35,26 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 
 import torch
-import torchvision
-from lightly.loss import NTXentLoss
-from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from equimod_plugin.augment import simclr
 from equimod_plugin.eval.datasets import FashionMNISTSample
-from equimod_plugin.integrations.lightly import attach
+
+try:  # the `examples` extra: lightly (with torchvision) and tqdm
+    import torchvision
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    from tqdm import tqdm
+
+    from equimod_plugin.integrations.lightly import attach
+except ImportError as error:
+    raise ImportError(f"this example needs {error.name}: pip install 'equimod-plugin[examples]'") from error
+
+# CIFAR-10 is downloaded here unless --data-dir says otherwise, wherever the script runs from
+DATA_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "equimod-plugin" / "cifar10"
 
 
 class SimCLR(nn.Module):
@@ -57,11 +69,28 @@ class SimCLR(nn.Module):
         return z
 
 
+def torch_device(name: str) -> torch.device:
+    """The type of ``--device``: a bad name is an error of the option, not a traceback."""
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default="datasets/cifar10", help="CIFAR-10 root, downloaded on first use")
-    parser.add_argument("--epochs", type=int, help="default 10, smoke 2")
-    parser.add_argument("--batch-size", type=int, help="default 256, smoke 8")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="CIFAR-10 root, downloaded on first use (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the model trains, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, data order and views (default: 0)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default 10, smoke 2)")
+    parser.add_argument("--batch-size", type=int, help="images per batch (default 256, smoke 8)")
     parser.add_argument("--num-workers", type=int, help="data loading processes (default up to 8, smoke 0)")
     parser.add_argument("--smoke", action="store_true", help="2 batches per epoch of shipped images, no download")
     args = parser.parse_args()
@@ -76,12 +105,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    print(f"device: {args.device}, seed: {args.seed}")
+    torch.manual_seed(args.seed)
 
     resnet = torchvision.models.resnet18()
     backbone = nn.Sequential(*list(resnet.children())[:-1])
     model = SimCLR(backbone)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = args.device
     model.to(device)
 
     # SimCLR's augmentation for both views, made on the device (EquiMod's CIFAR-10 recipe).

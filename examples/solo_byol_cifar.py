@@ -15,10 +15,16 @@ Full run (solo-learn installed from git, see docs/solo-learn.md; downloads CIFAR
     python examples/solo_byol_cifar.py
     python examples/solo_byol_cifar.py devices=[0,1] equimod.weight=0.5
 
-Smoke test (CPU, no download, about a minute): 2 steps on the Fashion-MNIST sample shipped
+``--device`` (default ``cuda`` when available, else ``cpu``) sets the config's accelerator:
+``cuda`` the GPUs of ``devices``, ``cuda:1`` GPU 1 alone, ``cpu`` one CPU process in 32-bit
+precision without DDP. ``--seed`` (default 0) sets the config's ``seed``. ``key=value``
+overrides win over both.
+
+Smoke test (no download, about a minute on a CPU): 2 steps on the Fashion-MNIST sample shipped
 with equimod_plugin, then one validation batch::
 
     python examples/solo_byol_cifar.py --smoke
+    python examples/solo_byol_cifar.py --smoke --device cpu
 
 It prints the last epoch's metrics and exits non-zero if one is not finite. Left out of
 ``main_pretrain.py``: DALI, W&B and UMAP (Lightning's default logger writes ``lightning_logs/``).
@@ -34,21 +40,29 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Trainer, seed_everything
-from lightning.pytorch.strategies.ddp import DDPStrategy
-from omegaconf import DictConfig, OmegaConf
-from solo.args.pretrain import parse_cfg
-from solo.data.classification_dataloader import prepare_data as prepare_data_classification
-from solo.data.pretrain_dataloader import dataset_with_index, prepare_dataloader, prepare_datasets
-from solo.methods import METHODS
-from solo.utils.auto_resumer import AutoResumer
-from solo.utils.checkpointer import Checkpointer
-from solo.utils.misc import make_contiguous
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
 from equimod_plugin.eval.datasets import FashionMNISTSample
-from equimod_plugin.integrations.solo import OriginalTransform, equivariant
+
+try:  # solo-learn and the `solo` extra (Lightning, OmegaConf, torchvision)
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.strategies.ddp import DDPStrategy
+    from omegaconf import DictConfig, OmegaConf
+    from solo.args.pretrain import parse_cfg
+    from solo.data.classification_dataloader import prepare_data as prepare_data_classification
+    from solo.data.pretrain_dataloader import dataset_with_index, prepare_dataloader, prepare_datasets
+    from solo.methods import METHODS
+    from solo.utils.auto_resumer import AutoResumer
+    from solo.utils.checkpointer import Checkpointer
+    from solo.utils.misc import make_contiguous
+    from torchvision import transforms
+
+    from equimod_plugin.integrations.solo import OriginalTransform, equivariant
+except ImportError as error:
+    raise ImportError(
+        f"this example needs {error.name}: pip install 'equimod-plugin[solo]' and solo-learn from git "
+        "(see docs/solo-learn.md)"
+    ) from error
 
 CONFIG = Path(__file__).with_name("solo_byol_cifar.yaml")
 SMOKE = {  # CPU, one process, 2 training steps of 8 images and one validation batch
@@ -63,21 +77,55 @@ SMOKE = {  # CPU, one process, 2 training steps of 8 images and one validation b
     "enable_progress_bar": False,
     "enable_model_summary": False,
     "logger": False,
-    "accelerator": "cpu",
     "strategy": "auto",
     "sync_batchnorm": False,
     "precision": "32-true",
 }
+CPU = {"accelerator": "cpu", "strategy": "auto", "sync_batchnorm": False, "precision": "32-true"}
+
+
+def device_settings(device: torch.device) -> dict[str, object]:
+    """The config keys ``--device`` sets: the CPU in one process, or GPUs (``cuda:i``: GPU i)."""
+    if device.type == "cpu":
+        return CPU
+    if device.type != "cuda":
+        return {"accelerator": device.type}
+    return {"accelerator": "gpu"} | ({} if device.index is None else {"devices": [device.index]})
+
+
+def torch_device(name: str) -> torch.device:
+    """The type of ``--device``: a bad name is an error of the option, not a traceback."""
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def load_cfg() -> tuple[DictConfig, bool]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="a quick CPU check on the shipped sample")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. max_epochs=100)")
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda (the config's devices) or cuda:i (default: cuda if available, else cpu)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the config's seed (default: 0)")
+    parser.add_argument("--smoke", action="store_true", help="a quick check on the shipped sample, no download")
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides, key=value (e.g. max_epochs=100); they win over --device, --seed"
+    )
     args = parser.parse_args()
-    cfg = OmegaConf.merge(OmegaConf.load(CONFIG), SMOKE if args.smoke else {}, OmegaConf.from_dotlist(args.overrides))
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CONFIG),
+        SMOKE if args.smoke else {},
+        device_settings(args.device),
+        {"seed": args.seed},
+        OmegaConf.from_dotlist(args.overrides),
+    )
     OmegaConf.set_struct(cfg, False)
-    return parse_cfg(cfg), args.smoke
+    cfg = parse_cfg(cfg)
+    print(f"device: {args.device} (accelerator {cfg.accelerator}, devices {list(cfg.devices)}), seed: {cfg.seed}")
+    return cfg, args.smoke
 
 
 def smoke_data(

@@ -11,10 +11,21 @@ flip, brightness, contrast, saturation, hue, grayscale, blur sigma, solarise), h
 backbone features move, and how much of the move EquiMod's head and the steering operator
 predict. Writes ``report.md``, ``report.json`` and ``report.png``.
 
-    PYTHONPATH=. python experiments/augmentation_report.py              # ~5 min, 1 CPU thread
-    PYTHONPATH=. python experiments/augmentation_report.py --epochs 0   # random init
-    PYTHONPATH=. python experiments/augmentation_report.py --checkpoint model.pt  # load or save
-    PYTHONPATH=. python experiments/augmentation_report.py --smoke      # < 1 min, temp dir
+Needs ``pip install "equimod-plugin[experiments]"`` (lightly, matplotlib). From the repository
+root::
+
+    python experiments/augmentation_report.py              # ~5 min, 1 CPU thread
+    python experiments/augmentation_report.py --epochs 0   # random init
+    python experiments/augmentation_report.py --checkpoint model.pt  # load or save
+    python experiments/augmentation_report.py --smoke      # < 1 min, temp dir
+    python experiments/augmentation_report.py --out docs/results/augmentation_report  # committed
+
+Outputs go to ``--out`` (default: a new folder ``runs/augmentation_report-<time>`` under the
+working directory; with ``--smoke``, a new temporary directory); the committed results in
+``docs/results/augmentation_report`` are re-made only with the explicit ``--out`` above. The
+model trains on ``--device`` (default ``cuda`` when available, else ``cpu``, where the
+committed results were made); the steering fit and the report run on the CPU. ``--seed``
+(default 0) fixes the images, the weights, the views and the steering fit.
 """
 
 from __future__ import annotations
@@ -25,25 +36,31 @@ import json
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-from _tinted import fit_operator, normalize, tinted_split, train_byol
 from equimod_plugin import SteeringOperator, augment, equimod_branch
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import extract_features
 from equimod_plugin.eval.report import AugmentationReport, augmentation_report
-from equimod_plugin.quickstart import BYOL, convnet
 from equimod_plugin.wrap import EquivarianceBranch
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "augmentation_report"
+try:  # the `experiments` extra, required by main() after the command line: --help works without it
+    import matplotlib.pyplot as plt
+
+    from _tinted import fit_operator, normalize, tinted_split, train_byol
+    from equimod_plugin.quickstart import BYOL, convnet
+except ImportError as error:
+    MISSING: ImportError | None = error
+else:
+    MISSING = None
 
 
 @dataclass(frozen=True)
@@ -75,10 +92,16 @@ def build(config: Config) -> tuple[BYOL, EquivarianceBranch]:
     return model, branch
 
 
-def train(model: BYOL, branch: EquivarianceBranch, images: Tensor, config: Config) -> list[dict[str, float]]:
-    """BYOL + EquiMod as in the quickstart; the seed fixes the order and the views."""
+def train(
+    model: BYOL, branch: EquivarianceBranch, images: Tensor, config: Config, device: torch.device
+) -> list[dict[str, float]]:
+    """BYOL + EquiMod as in the quickstart, on ``device``; the seed fixes the order and the views.
+    The model ends on the CPU, where the steering fit and the report run."""
     torch.manual_seed(config.seed)
-    return train_byol(model, branch, images, config.epochs, config.batch_size, "equimod_")
+    model.to(device)
+    log = train_byol(model, branch, images.to(device), config.epochs, config.batch_size, "equimod_")
+    model.cpu()
+    return log
 
 
 def standardizer(features: Tensor) -> nn.BatchNorm1d:
@@ -166,7 +189,8 @@ def markdown(report: dict[str, Any], result: AugmentationReport) -> str:
             f"({c['fit_epochs']} epochs on standardised features). Report on {result.num_images} held-out "
             f'test images, knobs of `augment.byol(32, view=2, variant="cifar")`, {c["steps"]} grid points per '
             f"continuous knob. Machine: {m['cpu']}, {m['cpu_count']} cores (shared), {m['torch_threads']} torch "
-            f"thread(s), torch {m['torch']}, load average {m['load_average_1min']:.1f} at start, "
+            f"thread(s), training on {m['device']}, torch {m['torch']}, "
+            f"load average {m['load_average_1min']:.1f} at start, "
             f"{m['date'][:10]}; wall time {minutes['total']:.1f} min in all (report {minutes['report']:.1f} min), "
             f"{minutes['total_cpu']:.1f} min of CPU time.",
             "",
@@ -224,20 +248,64 @@ def figure(result: AugmentationReport, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, help=f"output directory (default {DEFAULT_OUT}; smoke: a temp dir)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default 3, smoke 1; 0: random init)")
+def output_dir(out: Path | None, smoke: bool) -> Path:
+    """``--out``; else a new temporary directory for ``--smoke``; else a new folder
+    ``runs/augmentation_report-<YYYYmmdd-HHMMSS>`` under the working directory (created when
+    written). Never ``docs/results``: the committed results are re-made with ``--out``."""
+    if out is not None:
+        return out
+    if smoke:
+        return Path(tempfile.mkdtemp(prefix="augmentation_report_"))
+    return Path.cwd() / "runs" / f"augmentation_report-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def torch_device(name: str) -> torch.device:
+    """The type of ``--device``: a bad name is an error of the option, not a traceback."""
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output directory (default: a new folder runs/augmentation_report-<time> under the working directory; "
+        "with --smoke, a new temporary directory; the committed results: --out docs/results/augmentation_report)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, help=f"training epochs (default {Config.epochs}, smoke {SMOKE.epochs}; 0: random init)"
+    )
     parser.add_argument("--checkpoint", type=Path, help="load the model from here if it exists, else save it here")
-    parser.add_argument("--threads", type=int, help="torch threads (default 1)")
-    parser.add_argument("--smoke", action="store_true", help="tiny run for tests")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the model trains; the steering fit and the report run on the CPU (default: cuda if available, "
+        "else cpu)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=Config.seed, help="seeds the images, weights, views and steering fit (default: 0)"
+    )
+    parser.add_argument("--threads", type=int, help=f"torch threads (default {Config.threads})")
+    parser.add_argument("--smoke", action="store_true", help="tiny run for tests (< 1 min, a temporary directory)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if MISSING is not None:
+        name = MISSING.name or getattr(MISSING.__cause__, "name", None) or MISSING
+        sys.exit(f"augmentation_report.py needs {name}: pip install 'equimod-plugin[experiments]'")
     config = SMOKE if args.smoke else Config()
-    overrides = {"epochs": args.epochs, "threads": args.threads}
+    overrides = {"epochs": args.epochs, "threads": args.threads, "seed": args.seed}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    out = args.out or (Path(tempfile.mkdtemp(prefix="augmentation_report_")) if args.smoke else DEFAULT_OUT)
+    out = output_dir(args.out, args.smoke)
+    print(f"device: {args.device}, seed: {config.seed}; writing to {out}")
     torch.set_num_threads(config.threads)
-    info = machine()
+    info = {**machine(), "device": str(args.device)}
 
     start, cpu_start = time.perf_counter(), time.process_time()
     train_images = load_split("train", config.train_images, config, config.seed)
@@ -251,7 +319,7 @@ def main() -> None:
         print(f"loaded {args.checkpoint}")
     else:
         print(f"training BYOL + EquiMod for {config.epochs} epochs")
-        log = train(model, branch, train_images, config)
+        log = train(model, branch, train_images, config, args.device)
         if args.checkpoint is not None:
             args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), args.checkpoint)

@@ -8,7 +8,7 @@ BYOL, invariant), the steered run weight 1 (``0.5 * (BYOL) + branch.loss()``). F
 items are tinted with one of 8 hues 45 degrees apart (a second, colour-only label); BYOL's
 hue jitter (+-36 degrees) and grayscale push an invariant model to drop the hue.
 
-The steering term standardises the backbone features (``e = term.standardize(f)``, a BatchNorm
+The steering term standardises the backbone features (``e = term.embed(f)``, a BatchNorm
 without affine parameters) and steers ``e``; the baseline's term runs at weight 0, so it has the
 same standardisation statistics and both runs are evaluated in their own ``e``. Each run's
 steering operators, all ``SteeringOperator(32, 18, "low_rank", rank=16)``:
@@ -29,9 +29,17 @@ steered-TTA dispersion (K = 16 steered embeddings) and of a non-TTA score (cosin
 the nearest training embedding). Writes ``steering_eval.md``, ``steering_eval.json`` and
 ``steering_eval.png``.
 
-    pip install imagecorruptions-imaug      # imports as imagecorruptions
-    PYTHONPATH=. python experiments/steering_eval.py           # 18-40 min on 2 shared CPU cores
-    PYTHONPATH=. python experiments/steering_eval.py --smoke   # < 1 min, writes to a temp dir
+    pip install "equimod-plugin[experiments]"   # lightly, imagecorruptions-imaug, matplotlib
+    python experiments/steering_eval.py           # 18-40 min on 2 shared CPU cores
+    python experiments/steering_eval.py --smoke   # < 1 min, writes to a temp dir
+    python experiments/steering_eval.py --out docs/results/steering_eval   # the committed run
+
+Outputs go to ``--out`` (default: a new folder ``runs/steering_eval-<time>`` under the working
+directory; with ``--smoke``, a new temporary directory); the committed results in
+``docs/results/steering_eval`` are re-made only with the explicit ``--out`` above. Both runs
+train on ``--device`` (default ``cuda`` when available, else ``cpu``, where the committed
+results were made); the evaluation runs on the CPU. ``--seed`` (default 0) fixes the images,
+the weights, the views, the corruptions and the steering fits.
 
 Budget (full): 5000 random training images (of the complete Fashion-MNIST from Debian's
 ``dataset-fashion-mnist``, else all of the shipped 5000/1000 sample), 2000 test images, 6 epochs
@@ -46,29 +54,35 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from imagecorruptions import corrupt
 from torch import Tensor, nn
 
-from _tinted import fit_operator, normalize, tinted_split, train_byol
 from equimod_plugin import SteeringOperator, SteeringTerm, augment, steering_branch
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import extract_features, linear_probe, roc_auc
-from equimod_plugin.quickstart import BYOL, convnet
 from equimod_plugin.tta import SteeredTTA, tta_params
 from equimod_plugin.wrap import EquivarianceBranch
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "steering_eval"
+try:  # the `experiments` extra, required by main() after the command line: --help works without it
+    import matplotlib.pyplot as plt
+    from imagecorruptions import corrupt
+
+    from _tinted import fit_operator, normalize, tinted_split, train_byol
+    from equimod_plugin.quickstart import BYOL, convnet
+except ImportError as error:
+    MISSING: ImportError | None = error
+else:
+    MISSING = None
 MODELS = ("baseline", "steered")
 LABELS = {"baseline": "BYOL (invariant)", "steered": "BYOL + steering"}
 
@@ -126,13 +140,18 @@ def views_pair() -> tuple[ParamAugment, ParamAugment]:
     return augment.byol(32, view=1, variant="cifar"), augment.byol(32, view=2, variant="cifar")
 
 
-def train(images: Tensor, weight: float, config: Config) -> tuple[BYOL, EquivarianceBranch, list[dict[str, float]]]:
-    """BYOL with a steering branch of weight ``weight``; the seed fixes init, order and views."""
+def train(
+    images: Tensor, weight: float, config: Config, device: torch.device
+) -> tuple[BYOL, EquivarianceBranch, list[dict[str, float]]]:
+    """BYOL with a steering branch of weight ``weight`` on ``device``; the seed fixes init, order and views.
+    The model ends on the CPU, where the evaluation runs."""
     torch.manual_seed(config.seed)
     model = BYOL(convnet(), dim=32)
     branch = steering_branch(model.backbone, views_pair(), kind="low_rank", weight=weight)
     model.steering = branch  # registers the operator's parameters with the model
-    log = train_byol(model, branch, images, config.epochs, config.batch_size, "steering_")
+    model.to(device)
+    log = train_byol(model, branch, images.to(device), config.epochs, config.batch_size, "steering_")
+    model.cpu()
     return model, branch, log
 
 
@@ -206,11 +225,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """All metrics of one trained backbone and its steering term (``joint``: report its operator).
 
-    Steering, dispersion and kNN distance work on the embeddings ``e = term.standardize(f)`` (its
+    Steering, dispersion and kNN distance work on the embeddings ``e = term.embed(f)`` (its
     running statistics); the linear probes on the features ``f``.
     """
     backbone.eval()
-    standardize = term.standardize.eval()
+    standardize = term.embed.eval()
 
     def embed(f: Tensor) -> Tensor:
         with torch.no_grad():
@@ -245,10 +264,11 @@ def evaluate(
 # report
 
 
-def hardware(minutes: dict[str, float], data: dict[str, Any], config: Config) -> str:
+def hardware(minutes: dict[str, float], data: dict[str, Any], config: Config, device: torch.device) -> str:
     return (
         f"CPU ({platform.machine()}, {os.cpu_count()} cores, shared), {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}; {len(data['train'][1])} train / {len(data['test'][1])} test images "
+        f"training on {device}, torch {torch.__version__}; "
+        f"{len(data['train'][1])} train / {len(data['test'][1])} test images "
         f"({data['source']}), {config.epochs} epochs x 2 runs; training {minutes['train_baseline']:.1f} + "
         f"{minutes['train_steered']:.1f} min, total {minutes['total']:.1f} min "
         f"(load average at start {data['load_average']:.1f})"
@@ -377,7 +397,8 @@ def write(report: dict[str, Any], out: Path) -> None:
 
 def prepare(config: Config) -> dict[str, Any]:
     """Tinted train/test sets, corrupted test sets and the TTA parameters shared by both runs."""
-    train, test = load_split("train", config.train_images, config, 0), load_split("test", config.test_images, config, 1)
+    train = load_split("train", config.train_images, config, config.seed)
+    test = load_split("test", config.test_images, config, config.seed + 1)
     keys = [(name, s) for name in config.corruptions for s in config.severities]
     return {
         "train": train,
@@ -391,18 +412,68 @@ def prepare(config: Config) -> dict[str, Any]:
     }
 
 
+def output_dir(out: Path | None, smoke: bool) -> Path:
+    """``--out``; else a new temporary directory for ``--smoke``; else a new folder
+    ``runs/steering_eval-<YYYYmmdd-HHMMSS>`` under the working directory (created when written).
+    Never ``docs/results``: the committed results are re-made with ``--out``."""
+    if out is not None:
+        return out
+    if smoke:
+        return Path(tempfile.mkdtemp(prefix="steering_eval_"))
+    return Path.cwd() / "runs" / f"steering_eval-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def torch_device(name: str) -> torch.device:
+    """The type of ``--device``: a bad name is an error of the option, not a traceback."""
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output directory (default: a new folder runs/steering_eval-<time> under the working directory; "
+        "with --smoke, a new temporary directory; the committed results: --out docs/results/steering_eval)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, help=f"training epochs per run (default {Config.epochs}, smoke {SMOKE.epochs})"
+    )
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        help=f"training images (default {Config.train_images}, smoke {SMOKE.train_images})",
+    )
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where both runs train; the evaluation runs on the CPU (default: cuda if available, else cpu)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=Config.seed,
+        help="seeds the images, weights, views, corruptions and steering fits (default: 0)",
+    )
+    parser.add_argument("--threads", type=int, help=f"torch threads (default {Config.threads})")
+    parser.add_argument("--smoke", action="store_true", help="tiny run for CI (< 1 min, a temporary directory)")
+    return parser.parse_args()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, help=f"output directory (default {DEFAULT_OUT}; smoke: a temp dir)")
-    parser.add_argument("--epochs", type=int, help="training epochs per run (default 8, smoke 1)")
-    parser.add_argument("--train-images", type=int, help="training images (default 10000, smoke 256)")
-    parser.add_argument("--threads", type=int, help="torch threads (default 1)")
-    parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
-    args = parser.parse_args()
+    args = parse_args()
+    if MISSING is not None:
+        name = MISSING.name or getattr(MISSING.__cause__, "name", None) or MISSING
+        sys.exit(f"steering_eval.py needs {name}: pip install 'equimod-plugin[experiments]'")
     config = SMOKE if args.smoke else Config()
-    overrides = {"epochs": args.epochs, "train_images": args.train_images, "threads": args.threads}
+    overrides = {"epochs": args.epochs, "train_images": args.train_images, "threads": args.threads, "seed": args.seed}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    out = args.out or (Path(tempfile.mkdtemp(prefix="steering_eval_")) if args.smoke else DEFAULT_OUT)
+    out = output_dir(args.out, args.smoke)
+    print(f"device: {args.device}, seed: {config.seed}; writing to {out}")
     torch.set_num_threads(config.threads)
 
     start = time.perf_counter()
@@ -414,13 +485,14 @@ def main() -> None:
     for name, weight in zip(MODELS, (0.0, 1.0), strict=True):
         print(f"training {name} (steering weight {weight})")
         t0 = time.perf_counter()
-        model, branch, log = train(data["train"][0], weight, config)
+        model, branch, log = train(data["train"][0], weight, config, args.device)
         minutes[f"train_{name}"] = (time.perf_counter() - t0) / 60
         report["training"][name] = log
         report["models"][name] = evaluate(model.backbone, branch.term, weight > 0, data, config)
     minutes["total"] = (time.perf_counter() - start) / 60
     report["minutes"] = minutes
-    report["hardware"] = hardware(minutes, data, config)
+    report["device"] = str(args.device)
+    report["hardware"] = hardware(minutes, data, config, args.device)
     write(report, out)
     print(markdown(report))
     print(f"wrote {out}")

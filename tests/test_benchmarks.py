@@ -1,4 +1,5 @@
-"""The benchmarks' quick modes run, and their parts add up (no timing is asserted)."""
+"""The benchmarks' quick modes run, their parts add up and ``--seed`` fixes what they draw (no
+timing is asserted)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_step_time_quick_run_measures_the_augmentation_inside_the_step(tmp_path: Path) -> None:
+def quick_run(script: str, out: Path, *args: str) -> dict:
+    """The JSON report of ``benchmarks/<script>.py --quick --out out args``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "benchmarks/step_time.py", "--quick", "--out", str(tmp_path)]
+    command = [sys.executable, f"benchmarks/{script}.py", "--quick", "--out", str(out), *args]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    report = json.loads((tmp_path / "step_time.json").read_text())
+    return json.loads((out / f"{script}.json").read_text())
+
+
+@pytest.mark.slow
+def test_step_time_quick_run_measures_the_augmentation_inside_the_step(tmp_path: Path) -> None:
+    report = quick_run("step_time", tmp_path)
     for timing in report["timings"]:
         for clock in ("wall", "cpu"):
             t = timing[clock]
@@ -29,3 +35,16 @@ def test_step_time_quick_run_measures_the_augmentation_inside_the_step(tmp_path:
             assert all(a < w for a, w in zip(t["aug"], t["wrapped"], strict=True))
             net = [w - a for w, a in zip(t["wrapped"], t["aug"], strict=True)]
             assert t["net"] == pytest.approx(net)
+
+
+@pytest.mark.slow
+def test_augment_throughput_seed_fixes_the_images_and_the_views(tmp_path: Path) -> None:
+    # the statistics of both pipelines' views of the seeded crops (timings differ run to run)
+    runs = [("first", 1), ("again", 1), ("other", 2)]
+    reports = {
+        name: quick_run("augment_throughput", tmp_path / name, "--seed", str(seed))
+        for name, seed in runs
+    }
+    assert [reports[name]["config"]["seed"] for name, _ in runs] == [1, 1, 2]
+    assert reports["again"]["statistics"] == reports["first"]["statistics"]
+    assert reports["other"]["statistics"] != reports["first"]["statistics"]

@@ -51,6 +51,8 @@ def test_smoke_run_prints_finite_losses_and_equivariance_metrics(
 ) -> None:
     result = run_smoke(script, tmp_path)
     assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr}"
+    first_line = result.stdout.partition("\n")[0]  # the device and the seed are said first
+    assert re.fullmatch(r"device: (cpu|cuda), seed: 0", first_line), result.stdout[:200]
     lines = EPOCH_LINE.findall(result.stdout)
     assert [epoch for epoch, _, _ in lines] == SCRIPTS[script], result.stdout[-2000:]
     for _, loss, metrics in lines:

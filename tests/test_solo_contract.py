@@ -398,3 +398,10 @@ def test_the_factory_rejects_what_is_not_a_method_class() -> None:
         equivariant(ContractBYOL(make_cfg(num_large_crops=2, num_small_crops=0)))
     with pytest.raises(TypeError, match="already has the equivariance term"):
         equivariant(equivariant(ContractBYOL))
+
+
+@pytest.mark.parametrize("large, small", [(2, 6), (4, 0), (1, 0)])
+def test_multi_crop_recipes_are_rejected_without_a_misleading_fix(large: int, small: int) -> None:
+    with pytest.raises(ValueError, match="multi-crop recipes are not supported") as error:
+        equivariant(ContractBYOL)(make_cfg(num_large_crops=large, num_small_crops=small))
+    assert "num_large_crops=2" not in str(error.value)  # Hydra rejects that override

@@ -199,9 +199,11 @@ class EquivariantMixin:
             )
         if (self.num_large_crops, self.num_small_crops) != (2, 0):
             raise ValueError(
-                f"{name} has {self.num_large_crops} large and {self.num_small_crops} small crops; "
-                "EquiMod makes exactly 2 large crops (set data.num_large_crops=2, "
-                "data.num_small_crops=0)"
+                f"{name} has {self.num_large_crops} large and {self.num_small_crops} small crops: "
+                "multi-crop recipes are not supported. The branch makes exactly two views of one "
+                "size from each original and predicts each from the original's embedding; views "
+                "of other sizes would need a term per size. Use a two-crop recipe of the method "
+                "(e.g. solo-learn's scripts/pretrain/cifar/<method>.yaml)"
             )
         self.equimod_settings = resolved
         self.equivariance: EquivarianceBranch = make_branch(

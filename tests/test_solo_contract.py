@@ -405,3 +405,11 @@ def test_multi_crop_recipes_are_rejected_without_a_misleading_fix(large: int, sm
     with pytest.raises(ValueError, match="multi-crop recipes are not supported") as error:
         equivariant(ContractBYOL)(make_cfg(num_large_crops=large, num_small_crops=small))
     assert "num_large_crops=2" not in str(error.value)  # Hydra rejects that override
+
+
+def test_mae_is_rejected_whatever_its_crops() -> None:
+    class MAE(ContractBYOL):  # solo-learn's MAE, by name: it trains on masked patches, not views
+        pass
+
+    with pytest.raises(ValueError, match="MAE, which is not supported"):
+        equivariant(MAE)(make_cfg(num_large_crops=2, num_small_crops=0))

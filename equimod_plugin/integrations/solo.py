@@ -190,8 +190,14 @@ class EquivariantMixin:
                 if OmegaConf.select(cfg, key, default=None) is None:
                     OmegaConf.update(cfg, key, value)
         resolved = EquiModSettings.from_cfg(cfg, **settings)
-        super().__init__(cfg)  # type: ignore[call-arg]
         name = type(self).__name__
+        if any(c.__name__ == "MAE" for c in type(self).__mro__):
+            raise ValueError(
+                f"{name} is MAE, which is not supported: it reconstructs masked patches of one "
+                "crop rather than comparing two augmented views, so there are no view embeddings "
+                "for EquiMod's or the steering term to predict"
+            )
+        super().__init__(cfg)  # type: ignore[call-arg]
         if not isinstance(getattr(self, "backbone", None), nn.Module):
             raise TypeError(
                 f"{name} has no nn.Module attribute 'backbone': EquivariantMixin needs a "

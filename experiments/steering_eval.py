@@ -1,51 +1,40 @@
-"""Steering term vs invariant baseline on tinted Fashion-MNIST: steerability, probes, robustness, OOD.
+"""Steering at CPU scale: steered cosines, robustness and OOD detection of reproduce_cpu's runs.
 
-Two BYOL runs (the quickstart's model: 6-layer 32-wide convnet at 32 px, D = 32) with the same
-seed, data, epochs and views (``augment.byol(32, view=1/2, variant="cifar")`` through a
-``steering_branch``, so both runs use the same batched backbone pass over originals and
-views and draw the same augmentations): the baseline gives the steering term weight 0 (pure
-BYOL, invariant), the steered run weight 1 (``0.5 * (BYOL) + branch.loss()``). Fashion-MNIST
-items are tinted with one of 8 hues 45 degrees apart (a second, colour-only label); BYOL's
-hue jitter (+-36 degrees) and grayscale push an invariant model to drop the hue.
+Evaluates the runs of ``experiments/reproduce_cpu.py`` (its ``runs/*.json`` and their weights,
+``.pt``) on one dataset, seeded and anchored like the reproduction: the random-init encoder,
+BYOL, BYOL + EquiMod (weight 1) and BYOL with each steering variant of
+``reproduce_cpu.STEERING`` (the regression loss on standardised features, the contrastive
+loss, the contrastive loss in a steering projector), 3 seeds each, mean +- sd. Per run, on
+held-out images:
 
-The steering term standardises the backbone features (``e = term.embed(f)``, a BatchNorm
-without affine parameters) and steers ``e``; the baseline's term runs at weight 0, so it has the
-same standardisation statistics and both runs are evaluated in their own ``e``. Each run's
-steering operators, all ``SteeringOperator(32, 18, "low_rank", rank=16)``:
+- **steered cosine**: mean ``cos(M(a) e(x), e(a(x)))`` of test images and one view each of BYOL's
+  two augmentations, against the unsteered ``cos(e(x), e(a(x)))``, for the jointly trained
+  operator (steering runs; ``e = term.embed(f)``, the space it was trained in) and for a
+  post-hoc operator fitted on the frozen encoder (every run; ``e`` = the backbone features
+  standardised with the training features' mean and sd; Adam, 20 epochs);
+- **corrupted-set probe**: the object label's linear probe (fit on clean training embeddings)
+  on corrupted test images (``imagecorruptions``, ImageNet-C parameters at 32 px), for the plain
+  embedding ``e`` and for the steered-TTA mean embedding (mean of K = 16 steered embeddings);
+- **OOD AUC**, clean test images (negatives) against each corrupted copy (positives), of four
+  scores: the TTA dispersion (``equimod_plugin.tta.dispersion``), the cosine distance of ``e``
+  to its nearest training embedding (kNN, no TTA), the same distance for the TTA mean
+  embedding, and the steering residual ``1 - cos(M(a) e(x), e(a(x)))`` of one random view.
 
-- **post hoc**: fitted after training, with the encoder frozen, on eval-mode embeddings of
-  training images and their views (same procedure for both runs); the baseline's only one.
-- **joint**: the steered run's operator trained with the encoder (the baseline's gets no
-  gradient at weight 0 and is not reported).
-
-Reported per run, on held-out test images: (a) mean ``cos(M(a) e(x), e(a(x)))`` against the
-unsteered ``cos(e(x), e(a(x)))``, and ``cos(e(x), e(x'))`` of two different images (and of raw
-features: ReLU-then-pooling features are non-negative, so a component shared by all images
-pushes raw cosines towards 1); (b) linear-probe accuracy of the class and of the hue (probe
-fitted on clean training features f); (c) the class probe's accuracy on corrupted test sets
-(``imagecorruptions``, ImageNet-C parameters applied at 32 px: harsh, so severities 1-2);
-(d) OOD-detection ROC AUC, clean test (negatives) vs each corrupted set (positives), of the
-steered-TTA dispersion (K = 16 steered embeddings) and of a non-TTA score (cosine distance to
-the nearest training embedding). Writes ``steering_eval.md``, ``steering_eval.json`` and
-``steering_eval.png``.
+The TTA operator is the joint one where the run has one, else the post-hoc one. The object and
+hue probes on clean images come from reproduce_cpu's JSON. Writes ``steering_eval.md`` and
+``steering_eval.json``.
 
     pip install "equimod-plugin[experiments]"   # lightly, imagecorruptions-imaug, matplotlib
-    python experiments/steering_eval.py           # 18-40 min on 2 shared CPU cores
-    python experiments/steering_eval.py --smoke   # < 1 min, writes to a temp dir
-    python experiments/steering_eval.py --out docs/results/steering_eval   # the committed run
+    python experiments/reproduce_cpu.py --out runs/grid --only tint24/random-init tint24/byol \
+        tint24/byol+equimod tint24/byol+steering tint24/byol+steering-nce tint24/byol+steering-nce-proj --weights 1
+    python experiments/steering_eval.py --runs runs/grid --out docs/results/steering_eval
+    python experiments/steering_eval.py --smoke   # trains tiny runs first; < 2 min, a temp dir
 
 Outputs go to ``--out`` (default: a new folder ``runs/steering_eval-<time>`` under the working
-directory; with ``--smoke``, a new temporary directory); the committed results in
-``docs/results/steering_eval`` are re-made only with the explicit ``--out`` above. Both runs
-train on ``--device`` (default ``cuda`` when available, else ``cpu``, where the committed
-results were made); the evaluation runs on the CPU. ``--seed`` (default 0) fixes the images,
-the weights, the views, the corruptions and the steering fits.
-
-Budget (full): 5000 random training images (of the complete Fashion-MNIST from Debian's
-``dataset-fashion-mnist``, else all of the shipped 5000/1000 sample), 2000 test images, 6 epochs
-of batch 128 per run, one torch thread. About 18 min in all on 2 cores with load average ~2;
-the committed run (docs/results/steering_eval) took 50 min at load average 4-8, which changes
-the time, not the numbers (the run is deterministic).
+directory); the committed results in ``docs/results/steering_eval`` are re-made only with the
+explicit ``--out``. ``--seed`` fixes the corruptions, the views, the TTA parameters and the
+post-hoc fits; the evaluation runs on ``--device`` (default cpu). Cost: about 1-2 min per run on
+one core, plus the corruptions (once per dataset).
 """
 
 from __future__ import annotations
@@ -57,7 +46,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,63 +55,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equimod_plugin import SteeringOperator, SteeringTerm, augment, steering_branch
-from equimod_plugin.augment import ParamAugment
-from equimod_plugin.eval.datasets import fashion_mnist_source
+from equimod_plugin import SteeringOperator, SteeringTerm, augment
 from equimod_plugin.eval.probes import extract_features, linear_probe, roc_auc
 from equimod_plugin.tta import SteeredTTA, tta_params
-from equimod_plugin.wrap import EquivarianceBranch
 
 try:  # the `experiments` extra, required by main() after the command line: --help works without it
-    import matplotlib.pyplot as plt
     from imagecorruptions import corrupt
 
-    from _tinted import fit_operator, normalize, tinted_split, train_byol
-    from equimod_plugin.quickstart import BYOL, convnet
+    import reproduce_cpu as rc
+    from _tinted import fit_operator, normalize
 except ImportError as error:
     MISSING: ImportError | None = error
 else:
     MISSING = None
-MODELS = ("baseline", "steered")
-LABELS = {"baseline": "BYOL (invariant)", "steered": "BYOL + steering"}
+
+#: The rows, in order: the random-init encoder, BYOL, BYOL + EquiMod and each steering variant.
+METHODS = (
+    "random-init",
+    "byol",
+    "byol+equimod",
+    "byol+steering",
+    "byol+steering-nce",
+    "byol+steering-nce-proj",
+)
 
 
 @dataclass(frozen=True)
 class Config:
-    train_images: int = 5_000
-    test_images: int = 2_000
-    epochs: int = 6
-    batch_size: int = 128
-    num_hues: int = 8
     corruptions: tuple[str, ...] = ("gaussian_noise", "motion_blur", "contrast", "brightness", "fog")
     severities: tuple[int, ...] = (1, 2)
     tta_k: int = 16
-    fit_rounds: int = 1  # views per training image (per augmentation) for the post-hoc fit
     fit_epochs: int = 20
     seed: int = 0
-    threads: int = 1  # on 2 shared cores, 2 threads ran 2-3x slower (contention)
-    shipped_sample: bool = False  # True: the 5000/1000 sample shipped with the package
 
 
-SMOKE = Config(
-    train_images=128,
-    test_images=64,
-    epochs=1,
-    batch_size=32,
-    corruptions=("gaussian_noise",),
-    severities=(1,),
-    tta_k=8,
-    fit_epochs=1,
-    shipped_sample=True,
-)
-
-
-# data
-
-
-def load_split(split: str, n: int, config: Config, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``n`` random images of a split, tinted: images (n, 3, 32, 32), class and hue labels."""
-    return tinted_split(split, n, config.num_hues, seed, sample=True if config.shipped_sample else None)
+SMOKE = Config(corruptions=("gaussian_noise",), severities=(1,), tta_k=4, fit_epochs=1)
 
 
 def corrupted(images: Tensor, name: str, severity: int, seed: int) -> Tensor:
@@ -133,75 +100,28 @@ def corrupted(images: Tensor, name: str, severity: int, seed: int) -> Tensor:
     return torch.from_numpy(out.astype(np.float32) / 255).permute(0, 3, 1, 2).clamp(0, 1).contiguous()
 
 
-# training
-
-
-def views_pair() -> tuple[ParamAugment, ParamAugment]:
+def views_pair() -> tuple[augment.ParamAugment, augment.ParamAugment]:
     return augment.byol(32, view=1, variant="cifar"), augment.byol(32, view=2, variant="cifar")
 
 
-def train(
-    images: Tensor, weight: float, config: Config, device: torch.device
-) -> tuple[BYOL, EquivarianceBranch, list[dict[str, float]]]:
-    """BYOL with a steering branch of weight ``weight`` on ``device``; the seed fixes init, order and views.
-    The model ends on the CPU, where the evaluation runs."""
-    torch.manual_seed(config.seed)
-    model = BYOL(convnet(), dim=32)
-    branch = steering_branch(model.backbone, views_pair(), kind="low_rank", weight=weight)
-    model.steering = branch  # registers the operator's parameters with the model
-    model.to(device)
-    log = train_byol(model, branch, images.to(device), config.epochs, config.batch_size, "steering_")
-    model.cpu()
-    return model, branch, log
-
-
-# steering operators
-
-
 def encode(backbone: nn.Module, images: Tensor) -> Tensor:
-    """Eval-mode features (N, D) of images in [0, 1]."""
+    """Eval-mode backbone features (N, D) of images in [0, 1]."""
     return extract_features(backbone, images, batch_size=512, transform=normalize)
 
 
-def view_features(
-    backbone: nn.Module, images: Tensor, rounds: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``rounds`` views per image with each BYOL augmentation: f(x), f(a(x)), a, each stacked."""
+def view_features(backbone: nn.Module, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """One view per image with each BYOL augmentation: f(x), f(a(x)), a, stacked (2N rows)."""
     f_o = encode(backbone, images)
-    originals, targets, params = [], [], []
-    for _ in range(rounds):
-        for aug in views_pair():
-            views, p = zip(*(aug(chunk, generator=generator) for chunk in images.split(512)), strict=True)
-            originals.append(f_o)
-            targets.append(encode(backbone, torch.cat(views)))
-            params.append(torch.cat(p))
-    return torch.cat(originals), torch.cat(targets), torch.cat(params)
+    targets, params = [], []
+    for aug in views_pair():
+        views, p = aug(images, generator=generator)
+        targets.append(encode(backbone, views))
+        params.append(p)
+    return torch.cat([f_o, f_o]), torch.cat(targets), torch.cat(params)
 
 
 def mean_cos(a: Tensor, b: Tensor) -> float:
     return F.cosine_similarity(a, b).mean().item()
-
-
-def steering_cosines(
-    operators: dict[str, SteeringOperator], e_o: Tensor, e_a: Tensor, params: Tensor, f_o: Tensor
-) -> dict[str, float]:
-    """cos(e(x), e(a(x))) and, per operator, cos(M(a) e(x), e(a(x))) of the embeddings ``e``.
-
-    ``cos_between_images`` (e(x) against another image's e(x')) and its raw-feature version
-    tell how much of a cosine near 1 a component shared by all images explains.
-    """
-    with torch.no_grad():
-        out = {
-            "cos_unsteered": mean_cos(e_o, e_a),
-            "cos_between_images": mean_cos(e_o, e_o.roll(1, dims=0)),
-            "cos_between_images_raw": mean_cos(f_o, f_o.roll(1, dims=0)),
-        }
-        for name, operator in operators.items():
-            out[f"cos_steered_{name}"] = mean_cos(operator(e_o, params), e_a)
-    return out
-
-
-# scores and evaluation
 
 
 def nearest_distance(train: Tensor, test: Tensor) -> Tensor:
@@ -210,206 +130,205 @@ def nearest_distance(train: Tensor, test: Tensor) -> Tensor:
     return 1 - similarity.max(dim=1).values
 
 
-def ood_scores(operators: dict[str, SteeringOperator], tta: Tensor, train: Tensor, test: Tensor) -> dict[str, Tensor]:
-    """Per test embedding: the steered-TTA dispersion per operator and the kNN distance."""
-    with torch.no_grad():
-        scores = {
-            f"dispersion_{name}": SteeredTTA(nn.Identity(), operator, tta).steer(test).score
-            for name, operator in operators.items()
-        }
-    return {**scores, "knn_distance": nearest_distance(train, test)}
+def load(path: Path, device: torch.device) -> tuple[dict[str, Any], nn.Module, Any]:
+    """A reproduce_cpu run: its JSON, its model with the saved weights, and its config."""
+    run = json.loads(path.read_text())
+    config = rc.Config(
+        train_images=run["train_images"],
+        test_images=run["test_images"],
+        equimod_weight=run["weight"] or 1.0,
+        param_norm=run.get("param_norm", "batchnorm"),
+        seed=run["seed"],
+        shipped_sample=run.get("shipped_sample", False),
+    )
+    model, _ = rc.build(run["method"], config)
+    model.load_state_dict(torch.load(path.with_suffix(".pt")))
+    return run, model.to(device), config
 
 
-def evaluate(
-    backbone: nn.Module, term: SteeringTerm, joint: bool, data: dict[str, Any], config: Config
-) -> dict[str, Any]:
-    """All metrics of one trained backbone and its steering term (``joint``: report its operator).
+def evaluate(model: nn.Module, config: Any, data: dict[str, Any], settings: Config) -> dict[str, Any]:
+    """The steering metrics of one trained model (see the module docstring)."""
+    (train_x, train_y, _), (test_x, test_y, _) = data["train"], data["test"]
+    rc.recalibrate(model, train_x, config)  # the same eval-mode statistics as reproduce_cpu's probes
+    model.eval()
+    backbone, term = model.backbone, model.equivariance.term
+    f_train = encode(backbone, train_x)
+    mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
 
-    Steering, dispersion and kNN distance work on the embeddings ``e = term.embed(f)`` (its
-    running statistics); the linear probes on the features ``f``.
-    """
-    backbone.eval()
-    standardize = term.embed.eval()
+    def standardised(f: Tensor) -> Tensor:
+        return (f - mean) / std
 
-    def embed(f: Tensor) -> Tensor:
-        with torch.no_grad():
-            return standardize(f)
-
-    generator = torch.Generator().manual_seed(config.seed + 1)
-    f_o, f_a, params = view_features(backbone, data["train"][0], config.fit_rounds, generator)
+    joint = isinstance(term, SteeringTerm)
+    embed = term.embed.eval() if joint else standardised
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    f_o, f_a, params = view_features(backbone, train_x, generator)
     identity = views_pair()[0].identity_params(1)[0]
-    posthoc = fit_operator(embed(f_o), embed(f_a), params, identity, config.fit_epochs, config.seed)
-    operators = {"posthoc": posthoc}
-    if joint:
-        operators["joint"] = term.operator.eval()
-    f_o, f_a, params = view_features(backbone, data["test"][0], 1, torch.Generator().manual_seed(config.seed + 2))
-    result: dict[str, Any] = steering_cosines(operators, embed(f_o), embed(f_a), params, f_o)
-    train_f, test_f = encode(backbone, data["train"][0]), encode(backbone, data["test"][0])
-    (_, train_y, train_h), (_, test_y, test_h) = data["train"], data["test"]
-    result["probe_class"] = linear_probe(train_f, train_y, test_f, test_y)
-    result["probe_hue"] = linear_probe(train_f, train_h, test_f, test_h)
-    train_e = embed(train_f)
-    clean = ood_scores(operators, data["tta_params"], train_e, embed(test_f))
-    result["probe_corrupted"], result["auc"] = {}, {score: {} for score in clean}
-    for key, images in data["corrupted"].items():
-        features = encode(backbone, images)
-        result["probe_corrupted"][key] = linear_probe(train_f, train_y, features, test_y)
-        for score, values in ood_scores(operators, data["tta_params"], train_e, embed(features)).items():
-            result["auc"][score][key] = roc_auc(clean[score], values)
-    result["probe_corrupted_mean"] = float(np.mean(list(result["probe_corrupted"].values())))
+    posthoc = fit_operator(standardised(f_o), standardised(f_a), params, identity, settings.fit_epochs, settings.seed)
+    with torch.no_grad():
+        operators: dict[str, SteeringOperator] = {"posthoc": posthoc}
+        spaces = {"posthoc": standardised}
+        if joint:
+            operators["joint"], spaces["joint"] = term.operator.eval(), embed
+        f_o, f_a, params = view_features(backbone, test_x, torch.Generator().manual_seed(settings.seed + 2))
+        result: dict[str, Any] = {"cos_unsteered": mean_cos(embed(f_o), embed(f_a))}
+        for name, operator in operators.items():
+            space = spaces[name]
+            result[f"cos_steered_{name}"] = mean_cos(operator(space(f_o), params), space(f_a))
+            result[f"cos_unsteered_{name}"] = mean_cos(space(f_o), space(f_a))
+        tta_operator = operators["joint" if joint else "posthoc"]
+        tta = SteeredTTA(nn.Identity(), tta_operator, data["tta_params"])
+
+        def scores(images: Tensor, f: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+            e = embed(f)
+            out = tta.steer(e)
+            view, p = views_pair()[0](images, generator=torch.Generator().manual_seed(settings.seed + 4))
+            target = embed(encode(backbone, view))
+            residual = 1 - F.cosine_similarity(tta_operator(e, p), target)
+            knn = {
+                "knn_distance": nearest_distance(train_e, e),
+                "knn_distance_tta": nearest_distance(train_tta, out.embedding),
+            }
+            return {"dispersion": out.score, **knn, "steering_residual": residual}, e, out.embedding
+
+        train_e = embed(f_train)
+        train_tta = tta.steer(train_e).embedding
+        clean, _, _ = scores(test_x, encode(backbone, test_x))
+        result["probe_corrupted"], result["probe_corrupted_tta"] = {}, {}
+        result["auc"] = {score: {} for score in clean}
+        for key, images in data["corrupted"].items():
+            values, e, e_tta = scores(images, encode(backbone, images))
+            result["probe_corrupted"][key] = linear_probe(train_e, train_y, e, test_y)
+            result["probe_corrupted_tta"][key] = linear_probe(train_tta, train_y, e_tta, test_y)
+            for score, v in values.items():
+                result["auc"][score][key] = roc_auc(clean[score], v)
+    for key in ("probe_corrupted", "probe_corrupted_tta"):
+        result[f"{key}_mean"] = float(np.mean(list(result[key].values())))
     result["auc_mean"] = {score: float(np.mean(list(v.values()))) for score, v in result["auc"].items()}
     return result
 
 
-# report
+# report: mean +- sd over seeds per method
 
-
-def hardware(minutes: dict[str, float], data: dict[str, Any], config: Config, device: torch.device) -> str:
-    return (
-        f"CPU ({platform.machine()}, {os.cpu_count()} cores, shared), {torch.get_num_threads()} torch threads, "
-        f"training on {device}, torch {torch.__version__}; "
-        f"{len(data['train'][1])} train / {len(data['test'][1])} test images "
-        f"({data['source']}), {config.epochs} epochs x 2 runs; training {minutes['train_baseline']:.1f} + "
-        f"{minutes['train_steered']:.1f} min, total {minutes['total']:.1f} min "
-        f"(load average at start {data['load_average']:.1f})"
-    )
-
-
-COSINE_ROWS = {
-    "cos(f(x), f(x')), two different images, raw features": "cos_between_images_raw",
-    "cos(e(x), e(x')), two different images": "cos_between_images",
-    "cos(e(x), e(a(x))), unsteered": "cos_unsteered",
-    "cos(M(a) e(x), e(a(x))), post-hoc operator": "cos_steered_posthoc",
-    "cos(M(a) e(x), e(a(x))), joint operator": "cos_steered_joint",
-}
-PROBE_ROWS = {
-    "linear probe, class (clean)": "probe_class",
-    "linear probe, hue (clean)": "probe_hue",
-    "linear probe, class, corrupted (mean)": "probe_corrupted_mean",
-}
-SCORES = {
-    "TTA dispersion, post-hoc M": "dispersion_posthoc",
-    "TTA dispersion, joint M": "dispersion_joint",
-    "kNN distance (no TTA)": "knn_distance",
+ROWS = {
+    "object probe, clean (reproduce_cpu)": ("backbone/object/linear", 100),
+    "hue probe, clean (reproduce_cpu)": ("backbone/hue/linear", 100),
+    "cos, unsteered (term space)": ("cos_unsteered", 1),
+    "cos, steered, joint M": ("cos_steered_joint", 1),
+    "cos, unsteered (standardised f)": ("cos_unsteered_posthoc", 1),
+    "cos, steered, post-hoc M": ("cos_steered_posthoc", 1),
+    "object probe, corrupted, plain e": ("probe_corrupted_mean", 100),
+    "object probe, corrupted, TTA mean": ("probe_corrupted_tta_mean", 100),
+    "OOD AUC, TTA dispersion": ("auc_mean/dispersion", 1),
+    "OOD AUC, kNN distance": ("auc_mean/knn_distance", 1),
+    "OOD AUC, kNN distance of the TTA mean": ("auc_mean/knn_distance_tta", 1),
+    "OOD AUC, steering residual": ("auc_mean/steering_residual", 1),
 }
 
 
-def row(label: str, values: list[float | None]) -> str:
-    return f"| {label} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values) + " |"
+def get(r: dict[str, Any], key: str) -> float | None:
+    value: Any = r
+    for part in key.split("/") if key.startswith("auc_mean/") else [key]:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def mean_sd(values: list[float], scale: float) -> str:
+    if not values:
+        return "-"
+    v = np.asarray(values) * scale
+    digits = 1 if scale == 100 else 3
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v[0]:.{digits}f}"
+
+
+def goals(by: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Issue 15's goals for each steering row (means over seeds)."""
+    lines = [
+        "| run | object >= BYOL - 1 | hue linear >= BYOL + 10 | steered >= 0.9 and >= unsteered + 0.15 | "
+        "a steered-TTA OOD score >= kNN distance | TTA mean beats plain e on corrupted probe |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = by.get("byol")
+    for method, runs in by.items():
+        if "+steering" not in method or base is None:
+            continue
+
+        def avg(key: str, rs: list[dict[str, Any]] = runs) -> float:
+            return float(np.mean([get(r, key) for r in rs]))
+
+        obj = 100 * (avg("backbone/object/linear") - avg("backbone/object/linear", base))
+        hue = 100 * (avg("backbone/hue/linear") - avg("backbone/hue/linear", base))
+        steered, unsteered = avg("cos_steered_joint"), avg("cos_unsteered")
+        knn = avg("auc_mean/knn_distance")
+        tta_best = max(avg(f"auc_mean/{s}") for s in ("dispersion", "knn_distance_tta", "steering_residual"))
+        corrupted = 100 * (avg("probe_corrupted_tta_mean") - avg("probe_corrupted_mean"))
+        cells = [
+            f"{obj:+.1f} {'yes' if obj >= -1 else 'no'}",
+            f"{hue:+.1f} {'yes' if hue >= 10 else 'no'}",
+            f"{steered:.3f} vs {unsteered:.3f} {'yes' if steered >= 0.9 and steered >= unsteered + 0.15 else 'no'}",
+            f"{tta_best:.3f} vs {knn:.3f} {'yes' if tta_best >= knn else 'no'}",
+            f"{corrupted:+.1f} {'yes' if corrupted > 0 else 'no'}",
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The summary table (means) and the per-corruption table."""
-    models, config = report["models"], report["config"]
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(report["runs"], key=lambda r: (METHODS.index(r["method"]), r["seed"])):
+        by.setdefault(r["method"], []).append(r)
+    header = " | ".join(f"{m} ({len(rs)})" for m, rs in by.items())
     lines = [
-        "# Steering term vs invariant baseline (tinted Fashion-MNIST)",
+        f"# Steering at CPU scale: steered cosines, robustness and OOD ({report['dataset']})",
         "",
-        f"Made by `experiments/steering_eval.py`. {report['hardware']}.",
+        f"Made by `experiments/steering_eval.py` from the runs of `experiments/reproduce_cpu.py`. "
+        f"{report['hardware']}.",
         "",
-        "| metric | " + " | ".join(LABELS[m] for m in MODELS) + " |",
-        "|---|" + "---:|" * len(MODELS),
+        "Mean ± sd over seeds (the number of seeds in brackets); accuracies in points.",
+        "",
+        f"| metric | {header} |",
+        "|---|" + "---:|" * len(by),
     ]
-    lines += [row(label, [models[m].get(key) for m in MODELS]) for label, key in COSINE_ROWS.items()]
-    lines += [row(label, [models[m][key] for m in MODELS]) for label, key in PROBE_ROWS.items()]
+    for label, (key, scale) in ROWS.items():
+        cells = [mean_sd([v for r in rs if (v := get(r, key)) is not None], scale) for rs in by.values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    config = report["config"]
     lines += [
-        row(f"OOD AUC (mean), {label}", [models[m]["auc_mean"].get(key) for m in MODELS])
-        for label, key in SCORES.items()
+        "",
+        "e: the embedding the TTA operator acts on (a steering run's `term.embed`, else the backbone features "
+        "standardised with the training features' mean and sd). Corrupted sets (imagecorruptions, ImageNet-C "
+        f"parameters at 32 px): {', '.join(config['corruptions'])} at severities "
+        f"{', '.join(map(str, config['severities']))}; OOD: clean test images against each corrupted copy, "
+        f"AUC averaged over the sets. TTA: K = {config['tta_k']} steered embeddings.",
+        "",
+        "## Goals (issue 15, means over seeds)",
+        "",
+        *goals(by),
     ]
-    keys = list(models["baseline"]["probe_corrupted"])
-    lines += [
-        "",
-        "Held-out cosines on the test images and one view each of BYOL's two augmentations. e = the steering "
-        "term's standardisation of the backbone features f (BatchNorm without affine, running statistics; the "
-        "baseline's term runs at weight 0, so it has them too): the space the operators act in. Post-hoc "
-        "operator: fitted after training on the frozen encoder's eval-mode embeddings (same procedure for both "
-        "runs; the baseline's only operator). Joint operator: trained with the encoder (steered run only). "
-        f"Hue: {config['num_hues']} tints {360 // config['num_hues']} degrees apart.",
-        "",
-        f"Corruptions (imagecorruptions, ImageNet-C parameters at 32 px): {', '.join(config['corruptions'])}; "
-        f"severities {', '.join(map(str, config['severities']))}. OOD: clean test = negatives, each corrupted copy "
-        f"of it = positives. TTA dispersion: mean cosine distance of K = {config['tta_k']} steered embeddings to their "
-        "mean direction (`equimod_plugin.tta.dispersion`). kNN distance: cosine distance of e to the nearest "
-        "training embedding.",
-        "",
-        "| corrupted set | " + " | ".join(keys) + " |",
-        "|---|" + "---:|" * len(keys),
-    ]
-    lines += [row(f"probe, {m}", [models[m]["probe_corrupted"][k] for k in keys]) for m in MODELS]
-    for label, score in SCORES.items():
-        lines += [
-            row(f"AUC {label}, {m}", [models[m]["auc"][score][k] for k in keys])
-            for m in MODELS
-            if score in models[m]["auc"]
-        ]
     return "\n".join(lines) + "\n"
 
 
-def bar_values(report: dict[str, Any], model: str, panel: str, keys: list[str]) -> list[float]:
-    """The model's values of ``keys`` (NaN where missing); OOD panels read the mean AUCs."""
-    source = report["models"][model]
-    if panel.startswith("OOD"):
-        source = source["auc_mean"]
-    return [np.nan if source.get(key) is None else source[key] for key in keys]
-
-
-def figure(report: dict[str, Any], path: Path) -> None:
-    """Bars per model: steerability cosines, probe accuracies, mean OOD AUCs."""
-    panels = {
-        "held-out cosines of embeddings e": {
-            "e(x), e(x')": "cos_between_images",
-            "e(x), e(a(x))": "cos_unsteered",
-            "M(a) e(x), e(a(x))\npost-hoc M": "cos_steered_posthoc",
-            "M(a) e(x), e(a(x))\njoint M": "cos_steered_joint",
-        },
-        "linear probe accuracy": {
-            "class": "probe_class",
-            "hue": "probe_hue",
-            "class, corrupted": "probe_corrupted_mean",
-        },
-        "OOD AUC, clean vs corrupted (mean)": {
-            "TTA disp.\npost-hoc M": "dispersion_posthoc",
-            "TTA disp.\njoint M": "dispersion_joint",
-            "kNN\ndistance": "knn_distance",
-        },
-    }
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), width_ratios=(4, 3, 5))
-    for ax, (panel, metrics) in zip(axes, panels.items(), strict=True):
-        x = np.arange(len(metrics))
-        for i, m in enumerate(MODELS):
-            ax.bar(x + (i - 0.5) * 0.38, bar_values(report, m, panel, list(metrics.values())), 0.38, label=LABELS[m])
-        ax.set_xticks(x, list(metrics), fontsize=8)
-        ax.set_title(panel, fontsize=10)
-        ax.set_ylim(0, 1)
-        if panel.startswith("OOD"):
-            ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
-            ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write(report: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "steering_eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "steering_eval.md").write_text(markdown(report))
-    figure(report, out / "steering_eval.png")
-
-
-def prepare(config: Config) -> dict[str, Any]:
-    """Tinted train/test sets, corrupted test sets and the TTA parameters shared by both runs."""
-    train = load_split("train", config.train_images, config, config.seed)
-    test = load_split("test", config.test_images, config, config.seed + 1)
-    keys = [(name, s) for name in config.corruptions for s in config.severities]
+def prepare(dataset: str, config: Any, settings: Config) -> dict[str, Any]:
+    """The data every run shares: train/test splits, corrupted test sets and the TTA parameters."""
+    train = rc.load_split(dataset, "train", config.train_images, config)
+    test = rc.load_split(dataset, "test", config.test_images, config)
+    keys = [(name, s) for name in settings.corruptions for s in settings.severities]
     return {
         "train": train,
         "test": test,
-        "corrupted": {f"{n}/{s}": corrupted(test[0], n, s, config.seed + i) for i, (n, s) in enumerate(keys)},
+        "corrupted": {f"{n}/{s}": corrupted(test[0], n, s, settings.seed + i) for i, (n, s) in enumerate(keys)},
         "tta_params": tta_params(
-            views_pair()[0], config.tta_k, (32, 32), torch.Generator().manual_seed(config.seed + 3)
+            views_pair()[0], settings.tta_k, (32, 32), torch.Generator().manual_seed(settings.seed + 3)
         ),
-        "source": fashion_mnist_source("train", sample=True if config.shipped_sample else None),
-        "load_average": os.getloadavg()[0],
     }
+
+
+def smoke_runs() -> Path:
+    """Tiny reproduce_cpu runs of every method in a temporary directory (1 seed)."""
+    out = Path(tempfile.mkdtemp(prefix="steering_eval_runs_"))
+    config = rc.SMOKE
+    for method in METHODS:
+        rc.run_one(("tint8", method, config, str(out)))
+    return out
 
 
 def output_dir(out: Path | None, smoke: bool) -> Path:
@@ -434,34 +353,32 @@ def torch_device(name: str) -> torch.device:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
+        "--runs", type=Path, help="a reproduce_cpu output folder (its runs/*.json and .pt weights); not with --smoke"
+    )
+    parser.add_argument("--dataset", default="tint24", help="the dataset whose runs are evaluated (default tint24)")
+    parser.add_argument(
         "--out",
         type=Path,
         help="output directory (default: a new folder runs/steering_eval-<time> under the working directory; "
         "with --smoke, a new temporary directory; the committed results: --out docs/results/steering_eval)",
     )
     parser.add_argument(
-        "--epochs", type=int, help=f"training epochs per run (default {Config.epochs}, smoke {SMOKE.epochs})"
-    )
-    parser.add_argument(
-        "--train-images",
-        type=int,
-        help=f"training images (default {Config.train_images}, smoke {SMOKE.train_images})",
-    )
-    parser.add_argument(
         "--device",
         type=torch_device,
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="where both runs train; the evaluation runs on the CPU (default: cuda if available, else cpu)",
+        default="cpu",
+        help="where the runs are evaluated (default: cpu)",
     )
     parser.add_argument(
         "--seed",
         type=int,
         default=Config.seed,
-        help="seeds the images, weights, views, corruptions and steering fits (default: 0)",
+        help="seeds the corruptions, views, TTA parameters and post-hoc fits (default: 0)",
     )
-    parser.add_argument("--threads", type=int, help=f"torch threads (default {Config.threads})")
-    parser.add_argument("--smoke", action="store_true", help="tiny run for CI (< 1 min, a temporary directory)")
-    return parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny runs trained first, for CI (a temporary directory)")
+    args = parser.parse_args()
+    if args.runs is None and not args.smoke:
+        parser.error("--runs is required (a reproduce_cpu output folder), unless --smoke")
+    return args
 
 
 def main() -> None:
@@ -469,31 +386,46 @@ def main() -> None:
     if MISSING is not None:
         name = MISSING.name or getattr(MISSING.__cause__, "name", None) or MISSING
         sys.exit(f"steering_eval.py needs {name}: pip install 'equimod-plugin[experiments]'")
-    config = SMOKE if args.smoke else Config()
-    overrides = {"epochs": args.epochs, "train_images": args.train_images, "threads": args.threads, "seed": args.seed}
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    torch.set_num_threads(1)
+    settings = SMOKE if args.smoke else Config()
+    settings = Config(**{**asdict(settings), "seed": args.seed})
+    dataset = "tint8" if args.smoke else args.dataset
+    runs_dir = smoke_runs() if args.smoke else args.runs
     out = output_dir(args.out, args.smoke)
-    print(f"device: {args.device}, seed: {config.seed}; writing to {out}")
-    torch.set_num_threads(config.threads)
-
+    print(f"device: {args.device}, seed: {settings.seed}; runs from {runs_dir}; writing to {out}")
     start = time.perf_counter()
-    data = prepare(config)
-    sizes = f"{len(data['train'][1])} train, {len(data['test'][1])} test, {len(data['corrupted'])} corrupted sets"
-    print(f"data: {data['source']}, {sizes}")
-    report: dict[str, Any] = {"config": asdict(config), "models": {}, "training": {}}
-    minutes: dict[str, float] = {}
-    for name, weight in zip(MODELS, (0.0, 1.0), strict=True):
-        print(f"training {name} (steering weight {weight})")
+    paths = sorted(
+        p
+        for p in (runs_dir / "runs").glob(f"{dataset}_*.json")
+        if p.with_suffix(".pt").exists() and json.loads(p.read_text())["method"] in METHODS
+    )
+    paths = [p for p in paths if json.loads(p.read_text()).get("param_norm", "batchnorm") == "batchnorm"]
+    paths = [p for p in paths if json.loads(p.read_text())["weight"] in (0.0, 1.0)]
+    if not paths:
+        sys.exit(f"no {dataset} runs with weights (.pt) of {METHODS} in {runs_dir / 'runs'}")
+    data: dict[str, Any] | None = None
+    results = []
+    for path in paths:
         t0 = time.perf_counter()
-        model, branch, log = train(data["train"][0], weight, config, args.device)
-        minutes[f"train_{name}"] = (time.perf_counter() - t0) / 60
-        report["training"][name] = log
-        report["models"][name] = evaluate(model.backbone, branch.term, weight > 0, data, config)
-    minutes["total"] = (time.perf_counter() - start) / 60
-    report["minutes"] = minutes
-    report["device"] = str(args.device)
-    report["hardware"] = hardware(minutes, data, config, args.device)
-    write(report, out)
+        run, model, config = load(path, args.device)
+        data = data or prepare(dataset, config, settings)
+        result = {**{k: v for k, v in run.items() if k != "training"}, **evaluate(model, config, data, settings)}
+        result["eval_minutes"] = (time.perf_counter() - t0) / 60
+        results.append(result)
+        print(f"  {path.stem:40s} {result['eval_minutes']:.1f} min", flush=True)
+    report = {
+        "dataset": dataset,
+        "config": asdict(settings),
+        "runs": results,
+        "hardware": (
+            f"{rc.cpu_name()} ({platform.machine()}, {os.cpu_count()} cores, shared), 1 torch thread, on "
+            f"{args.device}, torch {torch.__version__}; {len(results)} runs, "
+            f"{(time.perf_counter() - start) / 60:.1f} min of evaluation in all"
+        ),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "steering_eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "steering_eval.md").write_text(markdown(report))
     print(markdown(report))
     print(f"wrote {out}")
 

@@ -115,18 +115,48 @@ def _as_normalize(normalize: NormalizeSpec) -> nn.Module:
 def _augment_type_error(augment: object) -> TypeError:
     """The error for an ``augment`` that is not a ParamAugment or a sequence of them.
 
-    A Kornia pipeline (or a list holding one) is told to convert itself with
-    :func:`~equimod_plugin.augment.from_kornia`.
+    A Kornia pipeline, a lightly transform or a torchvision pipeline (or a list holding one)
+    is told to convert itself with :func:`~equimod_plugin.augment.from_kornia`,
+    :func:`~equimod_plugin.augment.from_lightly` or
+    :func:`~equimod_plugin.augment.from_torchvision`. A torchvision ``Compose`` holding one of
+    lightly's operations is a lightly recipe. Recognised by module name: none is imported.
     """
     items = list(augment) if isinstance(augment, list | tuple | nn.Sequential) else []
+    labels = {"kornia": "Kornia", "lightly": "lightly", "torchvision": "torchvision"}
+    found: dict[str, str] = {}  # framework -> what its first object in augment is
     for a in (augment, *items):
-        if type(a).__module__.partition(".")[0] == "kornia":
-            return TypeError(
-                f"augment is (or holds) a Kornia {type(a).__name__}, which does not record the "
-                "parameters it applies: convert each view's pipeline with "
-                "equimod_plugin.augment.from_kornia(pipeline) and pass the result (or a list of "
-                "them, one per view)"
-            )
+        framework, name = type(a).__module__.partition(".")[0], type(a).__name__
+        inner = getattr(a, "transforms", None) if framework == "torchvision" else None
+        held = [
+            type(t).__name__
+            for t in (inner if isinstance(inner, list | tuple) else ())
+            if type(t).__module__.partition(".")[0] == "lightly"
+        ]
+        if held:
+            found.setdefault("lightly", f"torchvision {name} holding lightly's {held[0]}")
+        if framework in labels:
+            found.setdefault(framework, f"{labels[framework]} {name}")
+    if "kornia" in found:
+        return TypeError(
+            f"augment is (or holds) a {found['kornia']}, which does not record the parameters "
+            "it applies: convert each view's pipeline with "
+            "equimod_plugin.augment.from_kornia(pipeline) and pass the result (or a list of "
+            "them, one per view)"
+        )
+    if "lightly" in found:
+        return TypeError(
+            f"augment is (or holds) a {found['lightly']}, which does not record the parameters "
+            "it applies: convert it with equimod_plugin.augment.from_lightly(transform) and pass "
+            "the result (one augmentation per view for a multi-view transform such as "
+            "BYOLTransform)"
+        )
+    if "torchvision" in found:
+        return TypeError(
+            f"augment is (or holds) a {found['torchvision']}, which does not record the "
+            "parameters it applies: convert each view's pipeline with "
+            "equimod_plugin.augment.from_torchvision(pipeline) and pass the result (or a list "
+            "of them, one per view)"
+        )
     return TypeError("augment must be a ParamAugment or a sequence of ParamAugment")
 
 

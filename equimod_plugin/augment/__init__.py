@@ -10,6 +10,7 @@
 
 from equimod_plugin.augment.kornia import from_kornia
 from equimod_plugin.augment.layout import Field, ParamLayout
+from equimod_plugin.augment.lightly import from_lightly
 from equimod_plugin.augment.normalize import Normalize
 from equimod_plugin.augment.ops import (
     ColorJitter,
@@ -22,6 +23,7 @@ from equimod_plugin.augment.ops import (
 )
 from equimod_plugin.augment.pipeline import ParamAugment
 from equimod_plugin.augment.presets import byol, byol_views, simclr
+from equimod_plugin.augment.torchvision import from_torchvision
 
 __all__ = [
     "ColorJitter",
@@ -38,5 +40,7 @@ __all__ = [
     "byol",
     "byol_views",
     "from_kornia",
+    "from_lightly",
+    "from_torchvision",
     "simclr",
 ]

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
 
 from equimod_plugin import EquiModTerm, SteeringTerm, augment
 from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE
@@ -413,3 +414,242 @@ def test_mae_is_rejected_whatever_its_crops() -> None:
 
     with pytest.raises(ValueError, match="MAE, which is not supported"):
         equivariant(MAE)(make_cfg(num_large_crops=2, num_small_crops=0))
+
+
+# --- the views from the config's `augmentations` (solo-learn's recipe of the method) ---------
+
+N = 4000  # parameter rows per distribution check
+
+
+def solo_entry(
+    *,
+    blur: float = 0.0,
+    solarize: float = 0.0,
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+    min_scale: float = 0.08,
+    crop_size: int = 32,
+    num_crops: int = 1,
+    equalization: float = 0.0,
+) -> dict[str, Any]:
+    """An entry of solo-learn's scripts/pretrain/<dataset>/augmentations/*.yaml."""
+    brightness, contrast, saturation, hue = jitter
+    return {
+        "rrc": {"enabled": True, "crop_min_scale": min_scale, "crop_max_scale": 1.0},
+        "color_jitter": {
+            "prob": 0.8,
+            "brightness": brightness,
+            "contrast": contrast,
+            "saturation": saturation,
+            "hue": hue,
+        },
+        "grayscale": {"prob": 0.2},
+        "gaussian_blur": {"prob": blur},
+        "solarization": {"prob": solarize},
+        "equalization": {"prob": equalization},
+        "horizontal_flip": {"prob": 0.5},
+        "crop_size": crop_size,
+        "num_crops": num_crops,
+    }
+
+
+# solo-learn's asymmetric.yaml (BYOL: blur 1.0 / 0.1, solarisation 0.0 / 0.2) at 32 px and its
+# CIFAR symmetric.yaml (SimCLR: one entry, two crops)
+BYOL_ENTRIES = [solo_entry(blur=1.0, solarize=0.0), solo_entry(blur=0.1, solarize=0.2)]
+SIMCLR_ENTRIES = [solo_entry(blur=0.5, jitter=(0.8, 0.8, 0.8, 0.2), num_crops=2)]
+
+
+def recipe_cfg(
+    entries: list[dict[str, Any]], dataset: str = "cifar10", **equimod: Any
+) -> DictConfig:
+    """A solo-learn config with an ``augmentations`` list and no ``equimod.size``."""
+    cfg = OmegaConf.create(
+        {
+            "data": {"dataset": dataset, "num_classes": 3},
+            "optimizer": {"lr": 0.05},
+            "momentum": {"base_tau": 0.9},
+            "augmentations": entries,
+            "equimod": {"term_kwargs": HEAD, **equimod},
+        }
+    )
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def assert_rate(flags: Tensor, p: float) -> None:
+    """The mean of 0 / 1 ``flags`` is ``p`` within 4.5 binomial standard errors."""
+    assert set(flags.unique().tolist()) <= {0.0, 1.0}
+    tolerance = 4.5 * math.sqrt(p * (1 - p) / len(flags)) + 1e-9
+    assert abs(float(flags.mean()) - p) <= tolerance, (float(flags.mean()), p)
+
+
+def torchvision_crop_areas(scale: tuple[float, float], n: int) -> Tensor:
+    """Area fractions of torchvision's RandomResizedCrop boxes (solo-learn's crop) at 32 px."""
+    image = torch.empty(3, 32, 32)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        boxes = [
+            transforms.RandomResizedCrop.get_params(image, scale, (3 / 4, 4 / 3)) for _ in range(n)
+        ]
+    return torch.tensor([h * w / 32**2 for _, _, h, w in boxes])
+
+
+def check_view(
+    view: augment.ParamAugment,
+    *,
+    jitter: tuple[float, float, float, float],
+    blur: float,
+    solarize: float,
+    scale: tuple[float, float],
+    seed: int,
+) -> None:
+    """The sampled parameters of ``view`` follow a solo-learn entry with these values."""
+    assert view.output_size == (32, 32)
+    params = view.sample_params(N, 32, generator=torch.Generator().manual_seed(seed))
+    rows = view.layout.split(params)
+    assert_rate(rows["flip"][:, 0], 0.5)
+    assert_rate(rows["color_jitter"][:, 0], 0.8)
+    assert_rate(rows["grayscale"][:, 0], 0.2)
+    if "blur" in rows:
+        assert_rate(rows["blur"][:, 0], blur)
+    else:
+        assert blur == 0
+    if "solarize" in rows:
+        assert_rate(rows["solarize"][:, 0], solarize)
+    else:
+        assert solarize == 0
+    # factor - 1 (hue: the shift) is uniform on [-s, s]: its extremes and standard deviation
+    factors = rows["jitter_factors"][rows["color_jitter"][:, 0] == 1]
+    for k, s in enumerate(jitter):
+        values = factors[:, k]
+        assert 0.97 * s <= float(values.abs().max()) <= s + 1e-6
+        assert float(values.std()) == pytest.approx(s / math.sqrt(3), rel=0.05)
+    if blur > 0:  # solo-learn's GaussianBlur: sigma ~ U[0.1, 2.0]
+        sigma = rows["blur"][rows["blur"][:, 0] == 1, 1]
+        assert 0.1 <= float(sigma.min()) and float(sigma.max()) <= 2.0
+        assert abs(float(sigma.mean()) - 1.05) <= 4.5 * (1.9 / math.sqrt(12)) / len(sigma) ** 0.5
+    # crop: area fractions distributed as torchvision's RandomResizedCrop with the entry's scale
+    areas = rows["crop"][:, 2] * rows["crop"][:, 3]
+    reference = torchvision_crop_areas(scale, N)
+    assert float(areas.min()) >= scale[0] - 0.02 and float(areas.max()) <= scale[1] + 1e-6
+    standard_error = math.sqrt((areas.var() + reference.var()) / N)
+    assert abs(float(areas.mean() - reference.mean())) <= 4.5 * standard_error
+
+
+def test_a_byol_config_gives_each_view_its_own_entry() -> None:
+    model = equivariant(ContractBYOL)(recipe_cfg(BYOL_ENTRIES))
+    settings = model.equimod_settings
+    assert (settings.preset, settings.size, len(settings.recipes)) == (None, 32, 2)
+    view_1, view_2 = model.equivariance.augments
+    assert view_1 is not view_2 and view_1.layout == view_2.layout
+    jitter = (0.4, 0.4, 0.2, 0.1)
+    check_view(view_1, jitter=jitter, blur=1.0, solarize=0.0, scale=(0.08, 1.0), seed=1)
+    check_view(view_2, jitter=jitter, blur=0.1, solarize=0.2, scale=(0.08, 1.0), seed=2)
+    model.training_step(batch(), 0).backward()
+    assert [tuple(x.shape) for x in model.seen[0]] == [(BATCH, 3, 32, 32)] * 2
+
+
+def test_a_simclr_config_gives_one_recipe_for_both_views() -> None:
+    model = equivariant(ContractSimCLR)(recipe_cfg(SIMCLR_ENTRIES))
+    view_1, view_2 = model.equivariance.augments
+    assert view_1 is view_2
+    assert "solarize" not in view_1.layout.fields  # in neither view: no column for it
+    jitter = (0.8, 0.8, 0.8, 0.2)
+    check_view(view_1, jitter=jitter, blur=0.5, solarize=0.0, scale=(0.08, 1.0), seed=3)
+
+
+def test_solo_learns_fixed_choices_carry_over() -> None:
+    view_1, _ = EquiModSettings.from_cfg(recipe_cfg(BYOL_ENTRIES)).augmentations()
+    crop, blur, solarize = view_1.ops[0], view_1.ops[4], view_1.ops[5]
+    assert isinstance(crop, augment.RandomResizedCrop)
+    assert (crop.interpolation, crop.ratio) == ("bicubic", (3 / 4, 4 / 3))
+    assert isinstance(blur, augment.GaussianBlur) and blur.sigma == (0.1, 2.0)
+    assert blur.kernel_size >= 2 * 3 * 2.0 + 1  # +-3 sigma at the largest sigma, as PIL's blur
+    assert isinstance(solarize, augment.RandomSolarize)
+    x = torch.tensor([127, 128]).div(255).view(1, 1, 1, 2).expand(1, 3, 1, 2)
+    out = solarize.apply(x, torch.ones(1, 1))[0, 0, 0]
+    assert out.tolist() == pytest.approx([127 / 255, 127 / 255])  # PIL: invert from 128 of 255
+
+
+def test_a_disabled_crop_and_an_unused_jitter_leave_their_columns_out() -> None:
+    entry = solo_entry(num_crops=2)  # as solo-learn's reconstruction.yaml
+    entry["rrc"] = {"enabled": False}
+    entry["color_jitter"] = {"prob": 0.0}
+    entry["grayscale"] = {"prob": 0.0}
+    view, _ = EquiModSettings.from_cfg(recipe_cfg([entry])).augmentations()
+    assert list(view.layout.fields) == ["crop", "flip"]
+    crops = view.layout.split(view.sample_params(64, 48))["crop"]
+    assert torch.equal(crops, torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(64, 4))
+
+
+def test_a_custom_dataset_takes_the_crop_size() -> None:
+    cfg = recipe_cfg([solo_entry(crop_size=24, num_crops=2)], dataset="custom")
+    model = equivariant(ContractSimCLR)(cfg)
+    assert model.equimod_settings.size == 24
+    indexes, _, targets = batch()
+    model.training_step([indexes, torch.rand(BATCH, 3, 24, 24), targets], 0)
+    assert [tuple(x.shape) for x in model.seen[0]] == [(BATCH, 3, 24, 24)] * 2
+    with_preset = EquiModSettings.from_cfg(cfg, preset="byol")
+    assert with_preset.size == 24 and with_preset.augmentations()[0].output_size == (24, 24)
+    assert EquiModSettings.from_cfg(cfg, size=16).augmentations()[0].output_size == (16, 16)
+    no_crops = OmegaConf.create({"data": {"dataset": "custom"}})
+    with pytest.raises(ValueError, match="'custom' has no default view size.*equimod.size"):
+        EquiModSettings.from_cfg(no_crops)
+
+
+@pytest.mark.parametrize("how", ["cfg", "constructor"])
+def test_an_explicit_preset_wins_over_the_configs_augmentations(how: str) -> None:
+    if how == "cfg":
+        model = equivariant(ContractSimCLR)(recipe_cfg(BYOL_ENTRIES, preset="simclr"))
+    else:
+        model = equivariant(ContractSimCLR)(recipe_cfg(BYOL_ENTRIES), preset="simclr")
+    assert model.equimod_settings.recipes == ()
+    view_1, view_2 = model.equivariance.augments
+    assert view_1 is view_2
+    assert view_1.layout == augment.simclr(32, variant="cifar").layout  # no blur, no solarize
+
+
+def test_views_given_to_the_mixin_win_and_the_entries_are_not_read() -> None:
+    entries = [solo_entry(equalization=0.3, num_crops=2)]  # unsupported, but not used
+    views = augment.byol_views(24, variant="cifar")
+    model = equivariant(ContractBYOL)(recipe_cfg(entries, dataset="custom"), augment=views)
+    assert list(model.equivariance.augments) == list(views)
+    assert model.equimod_settings.recipes == ()
+
+
+def test_augment_kwargs_replace_the_recipes_values_for_both_views() -> None:
+    cfg = recipe_cfg(BYOL_ENTRIES, augment_kwargs={"interpolation": "bilinear", "blur_p": 0.0})
+    views = EquiModSettings.from_cfg(cfg).augmentations()
+    assert [v.ops[0].interpolation for v in views] == ["bilinear", "bilinear"]
+    assert all("blur" not in v.layout.fields for v in views)
+    with pytest.raises(ValueError, match=r"augment_kwargs \['blur_prob'\] are not keys"):
+        EquiModSettings.from_cfg(recipe_cfg(BYOL_ENTRIES, augment_kwargs={"blur_prob": 0.1}))
+
+
+def test_equalization_is_rejected_as_unsupported() -> None:
+    entries = [BYOL_ENTRIES[0], solo_entry(blur=0.1, solarize=0.2, equalization=0.3)]
+    with pytest.raises(ValueError, match=r"augmentations\.1\.equalization\.prob is 0\.3.*not supp"):
+        equivariant(ContractBYOL)(recipe_cfg(entries))
+    equivariant(ContractBYOL)(recipe_cfg(entries, preset="byol"))  # a preset does not read it
+
+
+def test_an_incomplete_entry_names_the_missing_key_and_the_preset() -> None:
+    cfg = recipe_cfg([{"crop_size": 32, "num_crops": 2}])
+    with pytest.raises(ValueError, match=r"augmentations\.0\.rrc\.enabled is missing.*preset"):
+        EquiModSettings.from_cfg(cfg)
+    entry = solo_entry(num_crops=2)
+    del entry["color_jitter"]["hue"]
+    with pytest.raises(ValueError, match=r"augmentations\.0\.color_jitter\.hue is missing"):
+        EquiModSettings.from_cfg(recipe_cfg([entry]))
+    assert EquiModSettings.from_cfg(cfg, preset="byol").size == 32
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [solo_entry(num_crops=3)],
+        [solo_entry(num_crops=1), solo_entry(num_crops=1, crop_size=16)],
+    ],
+)
+def test_configs_without_two_crops_of_one_size_are_rejected(entries: list[dict[str, Any]]) -> None:
+    with pytest.raises(ValueError, match="multi-crop recipes are not supported"):
+        EquiModSettings.from_cfg(recipe_cfg(entries)).augmentations()

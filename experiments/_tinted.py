@@ -131,7 +131,7 @@ def train_byol(
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-        metrics = {f"{prefix}{k}": v for k, v in branch.metrics().items()}
+        metrics = {f"{prefix}{k}": float(v) for k, v in branch.metrics().items()}
         log.append({"epoch": epoch, "loss": float(total) / len(loader), "minutes": (time.perf_counter() - start) / 60})
         log[-1].update(metrics)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from equimod_plugin._checks import check_flags, check_images, validation, validation_enabled
 from equimod_plugin.augment import ParamAugment
+from equimod_plugin.augment.convert import as_param_augment
 from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE, Normalize
 from equimod_plugin.step import CaptureViews, ServeViews, Step
 from equimod_plugin.terms import Term, TermSpec, build_term
@@ -113,51 +114,13 @@ def _as_normalize(normalize: NormalizeSpec) -> nn.Module:
 
 
 def _augment_type_error(augment: object) -> TypeError:
-    """The error for an ``augment`` that is not a ParamAugment or a sequence of them.
-
-    A Kornia pipeline, a lightly transform or a torchvision pipeline (or a list holding one)
-    is told to convert itself with :func:`~equimod_plugin.augment.from_kornia`,
-    :func:`~equimod_plugin.augment.from_lightly` or
-    :func:`~equimod_plugin.augment.from_torchvision`. A torchvision ``Compose`` holding one of
-    lightly's operations is a lightly recipe. Recognised by module name: none is imported.
-    """
-    items = list(augment) if isinstance(augment, list | tuple | nn.Sequential) else []
-    labels = {"kornia": "Kornia", "lightly": "lightly", "torchvision": "torchvision"}
-    found: dict[str, str] = {}  # framework -> what its first object in augment is
-    for a in (augment, *items):
-        framework, name = type(a).__module__.partition(".")[0], type(a).__name__
-        inner = getattr(a, "transforms", None) if framework == "torchvision" else None
-        held = [
-            type(t).__name__
-            for t in (inner if isinstance(inner, list | tuple) else ())
-            if type(t).__module__.partition(".")[0] == "lightly"
-        ]
-        if held:
-            found.setdefault("lightly", f"torchvision {name} holding lightly's {held[0]}")
-        if framework in labels:
-            found.setdefault(framework, f"{labels[framework]} {name}")
-    if "kornia" in found:
-        return TypeError(
-            f"augment is (or holds) a {found['kornia']}, which does not record the parameters "
-            "it applies: convert each view's pipeline with "
-            "equimod_plugin.augment.from_kornia(pipeline) and pass the result (or a list of "
-            "them, one per view)"
-        )
-    if "lightly" in found:
-        return TypeError(
-            f"augment is (or holds) a {found['lightly']}, which does not record the parameters "
-            "it applies: convert it with equimod_plugin.augment.from_lightly(transform) and pass "
-            "the result (one augmentation per view for a multi-view transform such as "
-            "BYOLTransform)"
-        )
-    if "torchvision" in found:
-        return TypeError(
-            f"augment is (or holds) a {found['torchvision']}, which does not record the "
-            "parameters it applies: convert each view's pipeline with "
-            "equimod_plugin.augment.from_torchvision(pipeline) and pass the result (or a list "
-            "of them, one per view)"
-        )
-    return TypeError("augment must be a ParamAugment or a sequence of ParamAugment")
+    """The error for an ``augment`` that is no augmentation this library can use."""
+    return TypeError(
+        "augment must be a ParamAugment (a preset such as augment.byol_views(32), or a Kornia "
+        "pipeline, a lightly transform or a torchvision pipeline, which are converted with "
+        "from_kornia / from_lightly / from_torchvision) or a sequence of them, one per view; "
+        f"got {type(augment).__name__}"
+    )
 
 
 class EquivarianceBranch(nn.Module):
@@ -172,7 +135,9 @@ class EquivarianceBranch(nn.Module):
     Args:
         backbone: the module whose features the term uses (``model.backbone`` in lightly).
         augment: one :class:`~equimod_plugin.augment.ParamAugment` used for two views, or a
-            sequence of them, one per view, sharing one parameter layout.
+            sequence of them, one per view, sharing one parameter layout. A Kornia pipeline, a
+            lightly transform or a torchvision pipeline (or one per view) is converted first
+            (:func:`~equimod_plugin.augment.convert.as_param_augment`).
         term: the loss term (a :class:`~equimod_plugin.terms.Term`), called as
             ``term(features_o (B, D), features_views (V, B, D), params (V, B, P))``.
         weight: the term's weight lambda (1.0 in every published EquiMod run).
@@ -211,7 +176,7 @@ class EquivarianceBranch(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        augment: ParamAugment | Sequence[ParamAugment],
+        augment: ParamAugment | Sequence[ParamAugment] | Any,
         term: Term,
         weight: float = 1.0,
         normalize: NormalizeSpec = IMAGENET_NORMALIZE,
@@ -228,6 +193,7 @@ class EquivarianceBranch(nn.Module):
         self.memory_format = memory_format
         if not isinstance(backbone, nn.Module):
             raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        augment = as_param_augment(augment)
         augments = [augment, augment] if isinstance(augment, ParamAugment) else list(augment)
         if len(augments) < 1 or not all(isinstance(a, ParamAugment) for a in augments):
             raise _augment_type_error(augment)
@@ -397,7 +363,7 @@ class EquivarianceBranch(nn.Module):
 
 def make_branch(
     backbone: nn.Module,
-    augment: ParamAugment | Sequence[ParamAugment],
+    augment: ParamAugment | Sequence[ParamAugment] | Any,
     term: TermSpec = "equimod",
     *,
     feature_dim: int | None = None,
@@ -437,6 +403,7 @@ def make_branch(
         >>> branch.loss().shape, branch.term.feature_dim
         (torch.Size([]), 8)
     """
+    augment = as_param_augment(augment)
     try:
         first = augment if isinstance(augment, ParamAugment) else augment[0]
     except (TypeError, IndexError, KeyError):  # not a sequence, or an empty one
@@ -467,7 +434,7 @@ def make_branch(
 
 
 def equimod_branch(
-    backbone: nn.Module, augment: ParamAugment | Sequence[ParamAugment], **kwargs: Any
+    backbone: nn.Module, augment: ParamAugment | Sequence[ParamAugment] | Any, **kwargs: Any
 ) -> EquivarianceBranch:
     """:func:`make_branch` with EquiMod's term (Devillers & Lefort, ICLR 2023).
 
@@ -490,7 +457,7 @@ def equimod_branch(
 
 
 def steering_branch(
-    backbone: nn.Module, augment: ParamAugment | Sequence[ParamAugment], **kwargs: Any
+    backbone: nn.Module, augment: ParamAugment | Sequence[ParamAugment] | Any, **kwargs: Any
 ) -> EquivarianceBranch:
     """:func:`make_branch` with the steering term of Bhardwaj et al. (2023).
 

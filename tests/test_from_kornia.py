@@ -516,8 +516,20 @@ def test_attach_trains_with_a_converted_pipeline_and_byol_views():
     ],
     ids=["pipeline", "two-views", "one-op"],
 )
-def test_a_raw_kornia_pipeline_is_told_to_use_from_kornia(raw):
-    with pytest.raises(TypeError, match=r"Kornia .*from_kornia\(pipeline\)"):
-        attach(Model(), raw())
-    with pytest.raises(TypeError, match=r"from_kornia\(pipeline\)"):
-        make_branch(Model().backbone, raw())
+def test_attach_takes_a_raw_kornia_pipeline_and_converts_it(raw):
+    model = Model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Kornia's per-batch jitter order, drawn per sample here
+        attach(model, raw())
+    views = raw() if isinstance(raw(), list) else [raw()]
+    expected = from_kornia(views[0], jitter_order="per_sample")
+    assert model.equivariance.augments[0].layout == expected.layout
+    model.equivariance.views(images(4))
+    assert torch.isfinite(model.equivariance.loss())
+
+
+def test_what_cannot_be_converted_is_named():
+    with pytest.raises(TypeError, match=r"pipeline\[1\] \(RandomVerticalFlip\) cannot be encoded"):
+        attach(Model(), [K.RandomResizedCrop((8, 8)), K.RandomVerticalFlip()])
+    with pytest.raises(TypeError, match="augment must be a ParamAugment .* got int"):
+        make_branch(Model().backbone, 3)

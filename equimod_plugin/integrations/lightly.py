@@ -77,7 +77,7 @@ class OriginalTransform:
 
 def attach(
     model: nn.Module,
-    augment: ParamAugment | Sequence[ParamAugment],
+    augment: ParamAugment | Sequence[ParamAugment] | Any,
     *,
     term: TermSpec = "equimod",
     backbone: str = "backbone",
@@ -98,7 +98,10 @@ def attach(
     Args:
         model: an ``nn.Module`` whose feature extractor is ``getattr(model, backbone)``.
         augment: the views' augmentation(s), e.g. ``augment.byol_views(32, variant="cifar")``;
-            one module is used for both views.
+            one module is used for both views. Your own recipe works too: a Kornia pipeline,
+            a lightly transform (e.g. ``BYOLTransform(...)``) or a torchvision pipeline is
+            converted with the same distributions (``from_kornia`` / ``from_lightly`` /
+            ``from_torchvision``; see docs/your-recipe.md).
         term: ``"equimod"`` (EquiMod's head and NT-Xent), ``"steering"`` (a steering
             operator, Bhardwaj et al.), a built :class:`~equimod_plugin.terms.Term`, or a
             builder ``(feature_dim, augment, **kwargs) -> Term``.
@@ -171,7 +174,7 @@ def attach(
 
 
 def wrap(
-    model: nn.Module, augment: ParamAugment | Sequence[ParamAugment], **kwargs: Any
+    model: nn.Module, augment: ParamAugment | Sequence[ParamAugment] | Any, **kwargs: Any
 ) -> tuple[nn.Module, OriginalTransform]:
     """Former entry point: :func:`attach`, returning ``(model, transform)``.
 

@@ -426,6 +426,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Made by `experiments/reproduce_cpu.py`. {report['hardware']}.",
         "",
+        f"**Headline:** {headline(by)}",
+        "",
         "Accuracies in points (mean ± sd over seeds) on held-out images:",
         "",
         "| " + " | ".join(header) + " |",
@@ -485,6 +487,18 @@ def steering(by: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
         cells.append("yes" if met else "no")
         lines.append(f"| {dataset} | {row} | " + " | ".join(cells) + " |")
     return lines
+
+
+def headline(by: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
+    """Each ``+equimod`` row at the paper's weight 1 minus its baseline, in points."""
+    parts = []
+    for (dataset, row), runs in by.items():
+        if not row.endswith("+equimod (w 1)") or (dataset, baseline_of(row)) not in by:
+            continue
+        base = by[dataset, baseline_of(row)]
+        cells = [f"{name} {verdict(paired(base, runs, COLUMNS[name]))}" for name in DIFFERENCES]
+        parts.append(f"{dataset}, {row} minus {baseline_of(row)}: " + ", ".join(cells))
+    return "; ".join(parts) + " (points, mean ± sd over seeds)" if parts else "-"
 
 
 def goals(by: dict[tuple[str, str], list[dict[str, Any]]], datasets: list[str]) -> list[str]:

@@ -33,14 +33,17 @@ hue probes on clean images come from reproduce_cpu's JSON. Writes ``steering_eva
 Outputs go to ``--out`` (default: a new folder ``runs/steering_eval-<time>`` under the working
 directory); the committed results in ``docs/results/steering_eval`` are re-made only with the
 explicit ``--out``. ``--seed`` fixes the corruptions, the views, the TTA parameters and the
-post-hoc fits; the evaluation runs on ``--device`` (default cpu). Cost: about 1-2 min per run on
-one core, plus the corruptions (once per dataset).
+post-hoc fits; the evaluation runs on ``--device`` (default cpu), ``--processes`` runs at a time
+(one thread each); each run's result is cached in ``runs/`` of the output folder, so a command
+resumes and a later one adds runs. Cost: about 1-2 min per run on one core, plus the corruptions
+(once per dataset).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -207,6 +210,21 @@ def evaluate(model: nn.Module, config: Any, data: dict[str, Any], settings: Conf
     return result
 
 
+_SHARED: dict[str, Any] = {}  # what the worker processes inherit (fork): data, settings, device, cache
+
+
+def evaluate_path(path: Path) -> str:
+    """Evaluates one run (in a worker process) and caches its result; returns a log line."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    run, model, config = load(path, _SHARED["device"])
+    result = {k: v for k, v in run.items() if k != "training"}
+    result.update(evaluate(model, config, _SHARED["data"], _SHARED["settings"]))
+    result["eval_minutes"] = (time.perf_counter() - t0) / 60
+    (_SHARED["cache"] / path.name).write_text(json.dumps(result, indent=2) + "\n")
+    return f"{path.stem:40s} {result['eval_minutes']:.1f} min"
+
+
 # report: mean +- sd over seeds per method
 
 ROWS = {
@@ -272,6 +290,30 @@ def goals(by: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def headline(by: dict[str, list[dict[str, Any]]]) -> str:
+    """Per steering variant: object probe and steered cosine, and its best TTA OOD score
+    against the kNN distance, means over seeds."""
+    parts = []
+    for method, runs in by.items():
+        if "+steering" not in method:
+            continue
+
+        def avg(key: str, rs: list[dict[str, Any]] = runs) -> float:
+            return float(np.mean([get(r, key) for r in rs]))
+
+        best = max(avg(f"auc_mean/{s}") for s in ("dispersion", "knn_distance_tta", "steering_residual"))
+        parts.append(
+            f"{method}: object probe {100 * avg('backbone/object/linear'):.1f}, steered cos "
+            f"{avg('cos_steered_joint'):.3f} (unsteered {avg('cos_unsteered'):.3f}), best TTA OOD AUC "
+            f"{best:.3f} vs kNN {avg('auc_mean/knn_distance'):.3f}"
+        )
+    if "byol" in by:
+        parts.insert(
+            0, f"BYOL: object probe {100 * float(np.mean([get(r, 'backbone/object/linear') for r in by['byol']])):.1f}"
+        )
+    return "; ".join(parts) + f" ({len(next(iter(by.values())))} seeds)" if parts else "-"
+
+
 def markdown(report: dict[str, Any]) -> str:
     by: dict[str, list[dict[str, Any]]] = {}
     for r in sorted(report["runs"], key=lambda r: (METHODS.index(r["method"]), r["seed"])):
@@ -282,6 +324,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Made by `experiments/steering_eval.py` from the runs of `experiments/reproduce_cpu.py`. "
         f"{report['hardware']}.",
+        "",
+        f"**Headline:** {headline(by)}",
         "",
         "Mean ± sd over seeds (the number of seeds in brackets); accuracies in points.",
         "",
@@ -374,6 +418,9 @@ def parse_args() -> argparse.Namespace:
         default=Config.seed,
         help="seeds the corruptions, views, TTA parameters and post-hoc fits (default: 0)",
     )
+    parser.add_argument(
+        "--processes", type=int, default=2, help="runs evaluated at a time, one thread each (default 2)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny runs trained first, for CI (a temporary directory)")
     args = parser.parse_args()
     if args.runs is None and not args.smoke:
@@ -393,7 +440,6 @@ def main() -> None:
     runs_dir = smoke_runs() if args.smoke else args.runs
     out = output_dir(args.out, args.smoke)
     print(f"device: {args.device}, seed: {settings.seed}; runs from {runs_dir}; writing to {out}")
-    start = time.perf_counter()
     paths = sorted(
         p
         for p in (runs_dir / "runs").glob(f"{dataset}_*.json")
@@ -403,16 +449,16 @@ def main() -> None:
     paths = [p for p in paths if json.loads(p.read_text())["weight"] in (0.0, 1.0)]
     if not paths:
         sys.exit(f"no {dataset} runs with weights (.pt) of {METHODS} in {runs_dir / 'runs'}")
-    data: dict[str, Any] | None = None
-    results = []
-    for path in paths:
-        t0 = time.perf_counter()
-        run, model, config = load(path, args.device)
-        data = data or prepare(dataset, config, settings)
-        result = {**{k: v for k, v in run.items() if k != "training"}, **evaluate(model, config, data, settings)}
-        result["eval_minutes"] = (time.perf_counter() - t0) / 60
-        results.append(result)
-        print(f"  {path.stem:40s} {result['eval_minutes']:.1f} min", flush=True)
+    cache = out / "runs"  # one JSON per evaluated run: an interrupted command resumes
+    todo = [p for p in paths if not (cache / p.name).exists()]
+    if todo:
+        _, _, config = load(todo[0], args.device)
+        _SHARED.update(data=prepare(dataset, config, settings), settings=settings, device=args.device, cache=cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        with multiprocessing.get_context("fork").Pool(min(args.processes, len(todo))) as pool:
+            for name in pool.imap(evaluate_path, todo):
+                print(f"  {name}", flush=True)
+    results = [json.loads((cache / p.name).read_text()) for p in paths]
     report = {
         "dataset": dataset,
         "config": asdict(settings),
@@ -420,7 +466,7 @@ def main() -> None:
         "hardware": (
             f"{rc.cpu_name()} ({platform.machine()}, {os.cpu_count()} cores, shared), 1 torch thread, on "
             f"{args.device}, torch {torch.__version__}; {len(results)} runs, "
-            f"{(time.perf_counter() - start) / 60:.1f} min of evaluation in all"
+            f"{sum(r['eval_minutes'] for r in results):.1f} min of evaluation in all"
         ),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -96,8 +96,8 @@ def on_files(files: Files, config: Any) -> Files:
         "committed with the machine it ran on and the scale of the run. None of them is a "
         "paper's number; where a paper's claim is quoted for comparison, the page says so.",
         "",
-        "| report | made by | machine and scale (as recorded) |",
-        "|---|---|---|",
+        "| report | made by | machine and scale (as recorded) | headline |",
+        "|---|---|---|---|",
     ]
     for name in _benchmark_names():
         text = (BENCHMARKS / f"{name}.md").read_text()
@@ -106,12 +106,13 @@ def on_files(files: Files, config: Any) -> Files:
         _links[f"benchmarks/results/{name}.md"] = f"benchmarks/{name}.md"
         overview.append(
             f"| [{_title(text, name)}](benchmarks/{name}.md) | `benchmarks/{name}.py` | "
-            f"{_first_paragraph(text)} |"
+            f"{_first_paragraph(text)} | {_headline(text)} |"
         )
     for page in _result_pages():
         text = (DOCS / page).read_text()
         overview.append(
-            f"| [{_title(text, page)}]({page}) | {_made_by(text)} | {_first_paragraph(text)} |"
+            f"| [{_title(text, page)}]({page}) | {_made_by(text)} | {_first_paragraph(text)} "
+            f"| {_headline(text)} |"
         )
     files.append(File.generated(config, "results.md", content="\n".join(overview) + "\n"))
     files.append(File.generated(config, "api/index.md", content=api_overview()))
@@ -129,8 +130,14 @@ def _first_paragraph(text: str) -> str:
     return " ".join(body.split("\n\n", 1)[0].split()).replace("|", "/")
 
 
+def _headline(text: str) -> str:
+    """The report's ``Headline:`` line (its main numbers), or "-" if it has none."""
+    m = re.search(r"^\*\*Headline:\*\* (.+)$", text, flags=re.MULTILINE)
+    return m.group(1).replace("|", "/") if m else "-"
+
+
 def _made_by(text: str) -> str:
-    m = re.search(r"`((?:examples|benchmarks)/[\w/]+\.py)`", text)
+    m = re.search(r"`((?:examples|benchmarks|experiments)/[\w/]+\.py)`", text)
     return f"`{m.group(1)}`" if m else "-"
 
 

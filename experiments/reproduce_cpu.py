@@ -582,6 +582,8 @@ def counts(runs: list[dict[str, Any]], key: str) -> str:
 
 
 def hardware(report: dict[str, Any], config: Config, source: str) -> str:
+    if "equimod_plugin/_data" in source:
+        source = "the sample shipped with the package"
     runs = report["results"]
     trained = [r for r in runs if r["method"] != RANDOM_INIT]
     return (

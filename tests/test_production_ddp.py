@@ -50,7 +50,10 @@ def make_term(name: str) -> nn.Module:
     elif name == "equimod_cosine":
         term = EquiModTerm(DIM, P, loss=EquiModCosineLoss(), hidden_dim=8, output_dim=4)
     elif name == "steering_cosine":
-        term = SteeringTerm(DIM, P, rank=2, hidden_dim=8)
+        term = SteeringTerm(DIM, P, rank=2, hidden_dim=8, objective="regression")
+    elif name == "steering_contrastive":  # the default objective, negatives gathered
+        loss = EquiModLoss(temperature=0.2, gather_distributed=True)
+        term = SteeringTerm(DIM, P, loss=loss, objective="contrastive", rank=2, hidden_dim=8)
     elif name == "steering_cosine_gathered":
         loss = SteeringLoss("cosine", gather_distributed=True)
         term = SteeringTerm(DIM, P, loss=loss, rank=2, hidden_dim=8)
@@ -65,12 +68,19 @@ TERMS = [
     "equimod_sibling",
     "equimod_cosine",
     "steering_cosine",
+    "steering_contrastive",
     "steering_cosine_gathered",
     "steering_mse",
 ]
 # The losses that gather also match one process when the ranks' batch sizes differ (the
 # plain cosine losses are per-rank means: DDP's average of them weights the ranks equally).
-GATHERED = ("equimod", "equimod_sibling", "steering_cosine_gathered", "steering_mse")
+GATHERED = (
+    "equimod",
+    "equimod_sibling",
+    "steering_contrastive",
+    "steering_cosine_gathered",
+    "steering_mse",
+)
 RUNS = [(name, "equal") for name in TERMS] + [(name, "unequal") for name in GATHERED]
 
 

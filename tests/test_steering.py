@@ -252,7 +252,7 @@ def test_steering_loss_values():
 
 
 def test_steering_term_metrics():
-    term = SteeringTerm(8, 5, rank=2, hidden_dim=8)
+    term = SteeringTerm(8, 5, rank=2, hidden_dim=8, objective="regression")
     f_o = torch.randn(4, 8)
     loss = term(f_o, torch.stack([f_o, f_o]), torch.zeros(2, 4, 5))  # identity views
     metrics = term.metrics()
@@ -344,13 +344,15 @@ def test_steering_term_loss_has_no_shared_component_shortcut():
     shared = 100 * torch.rand(8)
     for kind in ("low_rank", "exponential"):
         torch.manual_seed(5)
-        term = SteeringTerm(8, 18, kind=kind, rank=2, hidden_dim=8)
+        term = SteeringTerm(8, 18, kind=kind, rank=2, hidden_dim=8, objective="regression")
         plain = term(f_o, f_v, params)
         close = dict(rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(term(f_o + shared, f_v + shared, params), plain, **close)
         torch.testing.assert_close(term(3 * f_o, 3 * f_v, params), plain, **close)
         torch.manual_seed(5)
-        raw = SteeringTerm(8, 18, kind=kind, rank=2, hidden_dim=8, standardize=False)
+        raw = SteeringTerm(
+            8, 18, kind=kind, rank=2, hidden_dim=8, standardize=False, objective="regression"
+        )
         assert raw(f_o, f_v, params).item() > 0.5
         assert raw(f_o + shared, f_v + shared, params).item() < 0.01  # the shortcut
 
@@ -439,7 +441,9 @@ def test_the_contrastive_objective_rules_out_the_invariant_solution():
     contrastive loss cannot go below log 2: the sibling view is as close as the positive."""
     features = invariant_inputs()
     identity = torch.zeros(5)  # the params are the identity: M(a) = I exactly
-    regression = SteeringTerm(8, 5, identity=identity, rank=2, standardize=False)
+    regression = SteeringTerm(
+        8, 5, identity=identity, rank=2, standardize=False, objective="regression"
+    )
     contrastive = SteeringTerm(
         8, 5, identity=identity, rank=2, standardize=False, objective="contrastive"
     )

@@ -34,7 +34,8 @@ from kornia.enhance import (
 from kornia.geometry.transform import crop_by_indices
 from torch import Tensor, nn
 
-from equimod_plugin.augment.layout import ENCODINGS, STANDARDIZED, Encoding, Standardization
+from equimod_plugin.augment.adapt import assemble, check_encoding, check_fields
+from equimod_plugin.augment.layout import Encoding, Standardization
 from equimod_plugin.augment.ops import (
     Batch,
     ColorJitter,
@@ -569,21 +570,12 @@ def from_kornia(
         >>> torch.equal(aug(x, params=params)[0], views)
         True
     """
-    if encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    if (encoding == STANDARDIZED) != (standardization is not None):
-        raise ValueError(
-            f"standardization (per-column (mean, std)) goes with encoding={STANDARDIZED!r} "
-            f"and only with it; got encoding={encoding!r}"
-            + (" without standardization" if standardization is None else "")
-        )
+    op_encoding = check_encoding(encoding, standardization)
     if jitter_order not in (None, "per_sample", "per_batch"):
         raise ValueError(
             f"jitter_order must be 'per_sample', 'per_batch' or None, got {jitter_order!r}"
         )
-    op_encoding = "official" if encoding == STANDARDIZED else encoding
-    ops: list[ParamOp] = []
-    owner: dict[str, str] = {}  # field name -> position of the operation that declares it
+    ops: list[tuple[str, ParamOp]] = []
     for where, m in _flatten(pipeline, "pipeline"):
         convert = _CONVERTERS.get(type(m))
         if convert is None:
@@ -601,17 +593,8 @@ def from_kornia(
             if str(error).startswith(where):
                 raise
             raise type(error)(f"{where} ({type(m).__name__}): {error}") from error
-        for field in op.fields:
-            if field.name in owner:
-                raise ValueError(
-                    f"{where} ({type(m).__name__}) and {owner[field.name]} both set the "
-                    f"{field.name!r} field; from_kornia encodes each operation once (and one "
-                    "crop: the crop sets the views' size)"
-                )
-            owner[field.name] = f"{where} ({type(m).__name__})"
-        ops.append(op)
+        ops.append((f"{where} ({type(m).__name__})", op))
     if not ops:
         raise ValueError("pipeline has no operation to convert")
-    if standardization is not None:
-        ops = [op.standardize(standardization) for op in ops]
-    return ParamAugment(ops, encoding)
+    check_fields(ops, "from_kornia")
+    return assemble([op for _, op in ops], encoding, standardization)

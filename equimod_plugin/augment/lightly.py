@@ -20,6 +20,7 @@ import math
 import warnings
 from typing import Any
 
+from equimod_plugin.augment.adapt import assemble, check_encoding, check_fields
 from equimod_plugin.augment.kornia import _pair
 from equimod_plugin.augment.layout import Encoding, Standardization
 from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE
@@ -34,9 +35,6 @@ from equimod_plugin.augment.torchvision import (
     _family,
     _flatten,
     _normalize_values,
-    assemble,
-    check_encoding,
-    check_fields,
 )
 
 __all__ = ["from_lightly"]

@@ -127,6 +127,7 @@ def on_files(files: Files, config: Any) -> Files:
 def _first_paragraph(text: str) -> str:
     """The report's first paragraph after its title: where the files record the machine."""
     body = re.sub(r"^# .+\n", "", text.strip(), count=1).strip()
+    body = re.sub(r"^> ?", "", body, flags=re.MULTILINE)  # a leading note reads as text
     return " ".join(body.split("\n\n", 1)[0].split()).replace("|", "/")
 
 

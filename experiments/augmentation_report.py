@@ -37,7 +37,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from _cli import output_dir, torch_device
 from equimod_plugin import SteeringOperator, augment, equimod_branch
 from equimod_plugin.eval.datasets import fashion_mnist_source
 from equimod_plugin.eval.probes import extract_features
@@ -248,25 +248,6 @@ def figure(result: AugmentationReport, path: Path) -> None:
     plt.close(fig)
 
 
-def output_dir(out: Path | None, smoke: bool) -> Path:
-    """``--out``; else a new temporary directory for ``--smoke``; else a new folder
-    ``runs/augmentation_report-<YYYYmmdd-HHMMSS>`` under the working directory (created when
-    written). Never ``docs/results``: the committed results are re-made with ``--out``."""
-    if out is not None:
-        return out
-    if smoke:
-        return Path(tempfile.mkdtemp(prefix="augmentation_report_"))
-    return Path.cwd() / "runs" / f"augmentation_report-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def torch_device(name: str) -> torch.device:
-    """The type of ``--device``: a bad name is an error of the option, not a traceback."""
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -302,7 +283,7 @@ def main() -> None:
     config = SMOKE if args.smoke else Config()
     overrides = {"epochs": args.epochs, "threads": args.threads, "seed": args.seed}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    out = output_dir(args.out, args.smoke)
+    out = output_dir(args.out, args.smoke, "augmentation_report")
     print(f"device: {args.device}, seed: {config.seed}; writing to {out}")
     torch.set_num_threads(config.threads)
     info = {**machine(), "device": str(args.device)}

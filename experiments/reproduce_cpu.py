@@ -47,7 +47,6 @@ import json
 import multiprocessing
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -62,6 +61,7 @@ from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
+from _cli import output_dir
 from _tinted import normalize, photo_split, tinted_split
 from equimod_plugin import EquiModLoss, augment, equimod_branch, steering_branch
 from equimod_plugin.branch import EquivarianceBranch
@@ -671,12 +671,7 @@ def main() -> None:
         "reevaluate": args.reevaluate or None,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if args.out:
-        out = args.out
-    elif args.smoke:
-        out = Path(tempfile.mkdtemp(prefix="reproduction_"))
-    else:
-        out = Path.cwd() / "runs" / f"reproduction-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = output_dir(args.out, args.smoke, "reproduction")
     runs = [tuple(r.split("/")) for r in args.only] if args.only else list(RUNS)
     for dataset, method in runs:
         if dataset not in DATASETS or method not in (RANDOM_INIT, *METHODS):

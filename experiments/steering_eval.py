@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from _cli import output_dir, torch_device
 from equimod_plugin import SteeringOperator, SteeringTerm, augment
 from equimod_plugin.eval.probes import extract_features, linear_probe, roc_auc
 from equimod_plugin.tta import SteeredTTA, tta_params
@@ -375,25 +376,6 @@ def smoke_runs() -> Path:
     return out
 
 
-def output_dir(out: Path | None, smoke: bool) -> Path:
-    """``--out``; else a new temporary directory for ``--smoke``; else a new folder
-    ``runs/steering_eval-<YYYYmmdd-HHMMSS>`` under the working directory (created when written).
-    Never ``docs/results``: the committed results are re-made with ``--out``."""
-    if out is not None:
-        return out
-    if smoke:
-        return Path(tempfile.mkdtemp(prefix="steering_eval_"))
-    return Path.cwd() / "runs" / f"steering_eval-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def torch_device(name: str) -> torch.device:
-    """The type of ``--device``: a bad name is an error of the option, not a traceback."""
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -438,7 +420,7 @@ def main() -> None:
     settings = Config(**{**asdict(settings), "seed": args.seed})
     dataset = "tint8" if args.smoke else args.dataset
     runs_dir = smoke_runs() if args.smoke else args.runs
-    out = output_dir(args.out, args.smoke)
+    out = output_dir(args.out, args.smoke, "steering_eval")
     print(f"device: {args.device}, seed: {settings.seed}; runs from {runs_dir}; writing to {out}")
     paths = sorted(
         p

@@ -220,7 +220,7 @@ def output_dir(module: ModuleType, script: str, out: Path | None, quick: bool) -
     """The output folder a script picks for ``--out`` (or ``None``) and ``--quick``/``--smoke``."""
     if script in BENCHMARKS:
         return module.output_dir(argparse.Namespace(out=out, quick=quick), Path(script).stem)
-    return module.output_dir(out, quick)
+    return module.output_dir(out, quick, Path(script).stem)
 
 
 @pytest.mark.parametrize("script", [*BENCHMARKS, *EXPERIMENTS])

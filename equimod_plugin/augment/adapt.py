@@ -1,16 +1,20 @@
 """What the recipe adapters (:func:`~equimod_plugin.augment.from_kornia`,
 :func:`~equimod_plugin.augment.from_torchvision`, :func:`~equimod_plugin.augment.from_lightly`)
-share: the encoding check, the one-operation-per-field check and the assembly."""
+share: the encoding check, the one-operation-per-field check, the assembly and the reading
+of a ``(min, max)`` range."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import torch
 
 from equimod_plugin.augment.layout import ENCODINGS, STANDARDIZED, Encoding, Standardization
 from equimod_plugin.augment.ops import ParamOp
 from equimod_plugin.augment.pipeline import ParamAugment
 
-__all__ = ["assemble", "check_encoding", "check_fields"]
+__all__ = ["as_range", "assemble", "check_encoding", "check_fields"]
 
 
 def check_encoding(encoding: str, standardization: Standardization | None) -> Encoding:
@@ -50,3 +54,9 @@ def assemble(
     if standardization is not None:
         ops = [op.standardize(standardization) for op in ops]
     return ParamAugment(ops, encoding)
+
+
+def as_range(value: Any) -> tuple[float, float]:
+    """A ``(min, max)`` given as a tuple, list or tensor, as two floats."""
+    low, high = torch.as_tensor(value, dtype=torch.float64).flatten().tolist()
+    return low, high

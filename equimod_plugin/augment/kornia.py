@@ -34,21 +34,20 @@ from kornia.enhance import (
 from kornia.geometry.transform import crop_by_indices
 from torch import Tensor, nn
 
-from equimod_plugin.augment.adapt import assemble, check_encoding, check_fields
+from equimod_plugin.augment.adapt import as_range, assemble, check_encoding, check_fields
 from equimod_plugin.augment.layout import Encoding, Standardization
 from equimod_plugin.augment.ops import (
     Batch,
-    ColorJitter,
     GaussianBlur,
     HorizontalFlip,
     ParamOp,
     RandomGrayscale,
     RandomResizedCrop,
     RandomSolarize,
-    _check_range,
     _uniform,
 )
 from equimod_plugin.augment.pipeline import ParamAugment
+from equimod_plugin.augment.torchvision import TorchvisionColorJitter
 
 __all__ = ["KorniaColorJitter", "KorniaGrayscale", "KorniaResizedCrop", "from_kornia"]
 
@@ -163,18 +162,18 @@ _STEPS = {
 _NEUTRAL = (1.0, 1.0, 1.0, 0.0)
 
 
-class KorniaColorJitter(ColorJitter):
+class KorniaColorJitter(TorchvisionColorJitter):
     """Kornia's ``ColorJitter`` or ``ColorJiggle``, one order and factor set per sample.
 
     The fields, encodings and checks are those of
     :class:`~equimod_plugin.augment.ops.ColorJitter` (``color_jitter``, ``jitter_order``,
     ``jitter_factors``). Factors are drawn uniformly from ``ranges``, any ``(min, max)`` Kornia
-    accepts (the base class's symmetric ``strengths`` are not used). The steps are Kornia's
-    functions: for ``"ColorJitter"`` torchvision's blend formulas with Kornia's grey weights;
-    for ``"ColorJiggle"`` additive brightness, contrast scaling the values and HSV saturation.
-    As in Kornia, the result is clamped to [0, 1] (the images are in [0, 1] already, so
-    Kornia's clamp of the input has nothing to do) and a step whose factor is neutral is
-    skipped.
+    accepts, as :class:`~equimod_plugin.augment.torchvision.TorchvisionColorJitter` draws them.
+    The steps are Kornia's functions: for ``"ColorJitter"`` torchvision's blend formulas with
+    Kornia's grey weights; for ``"ColorJiggle"`` additive brightness, contrast scaling the
+    values and HSV saturation. As in Kornia, the result is clamped to [0, 1] (the images are in
+    [0, 1] already, so Kornia's clamp of the input has nothing to do) and a step whose factor is
+    neutral is skipped.
 
     Args:
         ranges: ``(min, max)`` of the brightness, contrast and saturation factors (1 =
@@ -206,15 +205,7 @@ class KorniaColorJitter(ColorJitter):
         sampling: JitterOrder = "per_sample",
         encoding: Encoding = "normalized",
     ) -> None:
-        super().__init__(0.0, 0.0, 0.0, 0.0, p=p, encoding=encoding)
-        del self.strengths  # torchvision's symmetric form; the ranges replace it
-        names = ("brightness", "contrast", "saturation", "hue")
-        if isinstance(ranges, str) or not isinstance(ranges, Sequence) or len(ranges) != 4:
-            raise ValueError(f"ranges must be four (min, max) pairs ({names}), got {ranges!r}")
-        checked = [_check_range(r, n) for r, n in zip(ranges[:3], names, strict=False)]
-        hue = _check_range(ranges[3], "hue", low=-0.5)
-        if hue[1] > 0.5:
-            raise ValueError(f"hue must lie in [-0.5, 0.5] (turns), got {ranges[3]!r}")
+        super().__init__(ranges, p=p, encoding=encoding)
         if formulas not in _STEPS:
             raise ValueError(f"formulas must be one of {sorted(_STEPS)}, got {formulas!r}")
         if sampling not in ("per_sample", "per_batch"):
@@ -227,15 +218,12 @@ class KorniaColorJitter(ColorJitter):
                     f"2 saturation, 3 hue, got {order!r}"
                 )
             # the steps a fixed order leaves out are never applied: their factors stay neutral
-            checked = [r if k in order else (_NEUTRAL[k],) * 2 for k, r in enumerate(checked)]
-            hue = hue if 3 in order else (0.0, 0.0)
-        self.ranges: tuple[tuple[float, float], ...] = (*checked, hue)
+            self.ranges = tuple(
+                r if k in order else (_NEUTRAL[k],) * 2 for k, r in enumerate(self.ranges)
+            )
         self.formulas = formulas
         self.order = order
         self.sampling = sampling
-
-    def _ranges(self) -> list[tuple[float, float]]:
-        return list(self.ranges)
 
     def _draw(self, batch: Batch, generator: torch.Generator | None) -> dict[str, Tensor]:
         b, dev = batch.size, batch.device
@@ -297,19 +285,13 @@ class KorniaGrayscale(RandomGrayscale):
         return torch.where(raw["applied"][:, None, None, None], grey, x)
 
 
-def _pair(value: Any) -> tuple[float, float]:
-    """A ``(min, max)`` given as a tuple, list or tensor, as two floats."""
-    low, high = torch.as_tensor(value, dtype=torch.float64).flatten().tolist()
-    return low, high
-
-
 def _range(value: Any, center: float, floor: float) -> tuple[float, float]:
     """Kornia's reading of a range argument: a number ``v`` is ``(max(center - v, floor),
     center + v)``, a pair is the range itself."""
     t = torch.as_tensor(value, dtype=torch.float64)
     if t.ndim == 0:
         return max(center - float(t), floor), center + float(t)
-    return _pair(t)
+    return as_range(t)
 
 
 def _convert_crop(m: K.RandomResizedCrop, where: str, encoding: Encoding, **_: Any) -> ParamOp:
@@ -327,8 +309,8 @@ def _convert_crop(m: K.RandomResizedCrop, where: str, encoding: Encoding, **_: A
     gen = m._param_generator
     return KorniaResizedCrop(
         tuple(flags["size"]),
-        _pair(gen.scale),
-        _pair(gen.ratio),
+        as_range(gen.scale),
+        as_range(gen.ratio),
         resample,
         bool(flags["align_corners"]),
         encoding,
@@ -393,7 +375,7 @@ def _convert_blur(m: K.RandomGaussianBlur, where: str, **_: Any) -> ParamOp:
             f"{where}: border_type={border!r} is not supported; use the default 'reflect' "
             "(torchvision's)"
         )
-    return GaussianBlur(m.p, int(side), _pair(m._param_generator.sigma))
+    return GaussianBlur(m.p, int(side), as_range(m._param_generator.sigma))
 
 
 def _convert_solarize(m: K.RandomSolarize, where: str, **_: Any) -> ParamOp:

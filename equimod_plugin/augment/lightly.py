@@ -20,8 +20,7 @@ import math
 import warnings
 from typing import Any
 
-from equimod_plugin.augment.adapt import assemble, check_encoding, check_fields
-from equimod_plugin.augment.kornia import _pair
+from equimod_plugin.augment.adapt import as_range, assemble, check_encoding, check_fields
 from equimod_plugin.augment.layout import Encoding, Standardization
 from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE
 from equimod_plugin.augment.ops import GaussianBlur, ParamOp, RandomResizedCrop, RandomSolarize
@@ -51,7 +50,7 @@ def _convert_sized_crop(
 
 def _convert_blur(m: Any, where: str, p: float, scale: float | None, ctx: _Context) -> ParamOp:
     """lightly's ``GaussianBlur(prob, sigmas)``: PIL's blur, approximated by a Gaussian kernel."""
-    sigmas = _pair(m.sigmas)
+    sigmas = as_range(m.sigmas)
     kernel = ctx.options["blur_kernel"]
     if kernel is None:  # three sigmas either side, within what the views can pad
         kernel = 2 * math.ceil(3 * sigmas[1]) + 1

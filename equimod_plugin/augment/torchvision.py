@@ -22,8 +22,7 @@ from typing import Any
 
 import torch
 
-from equimod_plugin.augment.adapt import assemble, check_encoding, check_fields
-from equimod_plugin.augment.kornia import _pair
+from equimod_plugin.augment.adapt import as_range, assemble, check_encoding, check_fields
 from equimod_plugin.augment.layout import Encoding, Standardization
 from equimod_plugin.augment.ops import (
     ColorJitter,
@@ -230,7 +229,11 @@ def _convert_crop(
             "'bilinear' or 'bicubic'"
         )
     return RandomResizedCrop(
-        tuple(int(s) for s in m.size), _pair(m.scale), _pair(m.ratio), interpolation, ctx.encoding
+        tuple(int(s) for s in m.size),
+        as_range(m.scale),
+        as_range(m.ratio),
+        interpolation,
+        ctx.encoding,
     )
 
 
@@ -245,7 +248,7 @@ def _convert_jitter(
     if all(a is None for a in attrs):
         return None  # ColorJitter() changes nothing
     neutral = ((1.0, 1.0),) * 3 + ((0.0, 0.0),)
-    ranges = [n if a is None else _pair(a) for a, n in zip(attrs, neutral, strict=True)]
+    ranges = [n if a is None else as_range(a) for a, n in zip(attrs, neutral, strict=True)]
     return TorchvisionColorJitter(ranges, p=p, encoding=ctx.encoding)
 
 
@@ -260,7 +263,7 @@ def _convert_blur(m: Any, where: str, p: float, scale: float | None, ctx: _Conte
             f"{where} (GaussianBlur): kernel_size={size!r} is not square; the adapter encodes "
             "a square kernel (an odd int)"
         )
-    return GaussianBlur(p, size[0], _pair(m.sigma))
+    return GaussianBlur(p, size[0], as_range(m.sigma))
 
 
 def _threshold(value: float, scale: float | None) -> float:

@@ -21,6 +21,7 @@ import pytest
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
+from _sampling import ks_distance, random_images
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lightly.loss import NegativeCosineSimilarity
@@ -62,17 +63,7 @@ def byol_transform(size: int = SIZE, **kwargs) -> BYOLTransform:
 
 
 def images(batch: int, size: int | tuple[int, int] = SIZE, seed: int = 0) -> torch.Tensor:
-    h, w = (size, size) if isinstance(size, int) else size
-    return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
-
-
-def ks_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
-    a, b = a.double().flatten().sort().values, b.double().flatten().sort().values
-    grid = torch.cat([a, b])
-    cdf_a = torch.searchsorted(a, grid, right=True) / len(a)
-    cdf_b = torch.searchsorted(b, grid, right=True) / len(b)
-    return float((cdf_a - cdf_b).abs().max())
+    return random_images(batch, size, seed)
 
 
 def ks_bound(n: int, m: int | None = None) -> float:

@@ -422,13 +422,19 @@ def main() -> None:
     runs_dir = smoke_runs() if args.smoke else args.runs
     out = output_dir(args.out, args.smoke, "steering_eval")
     print(f"device: {args.device}, seed: {settings.seed}; runs from {runs_dir}; writing to {out}")
+
+    def wanted(run: dict[str, Any]) -> bool:  # the methods above, at weight 1, default standardisation
+        return (
+            run["method"] in METHODS
+            and run.get("param_norm", "batchnorm") == "batchnorm"
+            and run["weight"] in (0.0, 1.0)
+        )
+
     paths = sorted(
         p
         for p in (runs_dir / "runs").glob(f"{dataset}_*.json")
-        if p.with_suffix(".pt").exists() and json.loads(p.read_text())["method"] in METHODS
+        if p.with_suffix(".pt").exists() and wanted(json.loads(p.read_text()))
     )
-    paths = [p for p in paths if json.loads(p.read_text()).get("param_norm", "batchnorm") == "batchnorm"]
-    paths = [p for p in paths if json.loads(p.read_text())["weight"] in (0.0, 1.0)]
     if not paths:
         sys.exit(f"no {dataset} runs with weights (.pt) of {METHODS} in {runs_dir / 'runs'}")
     cache = out / "runs"  # one JSON per evaluated run: an interrupted command resumes

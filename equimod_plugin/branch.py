@@ -461,8 +461,8 @@ def steering_branch(
 ) -> EquivarianceBranch:
     """:func:`make_branch` with the steering term of Bhardwaj et al. (2023).
 
-    ``kwargs``: those of :func:`make_branch`, ``loss`` (default ``SteeringLoss("cosine")``),
-    ``kind``, ``rank``, ``num_generators``, ``hidden_dim`` of the
+    ``kwargs``: those of :func:`make_branch`, ``objective`` (default ``"contrastive"``),
+    ``projector``, ``loss``, ``kind``, ``rank``, ``num_generators``, ``hidden_dim`` of the
     :class:`~equimod_plugin.steering.SteeringOperator`, whose identity is the augmentation's
     identity parameters. The trained operator is ``branch.term.operator``.
 

@@ -75,9 +75,10 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "reprod
 DATASETS = {"fmnist": 0, "tint8": 8, "tint24": 24, "photo24": 24}  # number of hues (0: grey)
 #: The steering variants (issue 15): ``SteeringTerm`` options of each ``+steering...`` method.
 STEERING: dict[str, dict[str, Any]] = {
-    "steering": {},  # the regression loss on standardised backbone features (the default)
+    "steering": {"objective": "regression"},  # SteeringLoss on standardised backbone features
     "steering-nce": {"objective": "contrastive"},  # NT-Xent, sibling view among the negatives
     "steering-nce-proj": {"objective": "contrastive", "projector": (512, 128)},  # its own space
+    "steering-nce-w3": {"objective": "contrastive", "weight": 3.0},  # a heavier contrastive term
 }
 METHODS = (
     "simclr",

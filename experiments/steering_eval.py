@@ -2,13 +2,14 @@
 
 Evaluates the runs of ``experiments/reproduce_cpu.py`` (its ``runs/*.json`` and their weights,
 ``.pt``) on one dataset, seeded and anchored like the reproduction: the random-init encoder,
-BYOL, BYOL + EquiMod (weight 1) and BYOL with each steering variant of
+BYOL, BYOL + EquiMod (weight 1), BYOL with each steering variant of
 ``reproduce_cpu.STEERING`` (the regression loss on standardised features, the contrastive
-loss, the contrastive loss in a steering projector), 3 seeds each, mean +- sd. Per run, on
-held-out images:
+loss, the contrastive loss in a steering projector, the contrastive loss at weight 3), SimCLR
+and SimCLR with the contrastive steering term, 3 seeds each, mean +- sd; the goals compare a
+steering row with its own invariance method. Per run, on held-out images:
 
-- **steered cosine**: mean ``cos(M(a) e(x), e(a(x)))`` of test images and one view each of BYOL's
-  two augmentations, against the unsteered ``cos(e(x), e(a(x)))``, for the jointly trained
+- **steered cosine**: mean ``cos(M(a) e(x), e(a(x)))`` of test images and one view each of the
+  run's two augmentations, against the unsteered ``cos(e(x), e(a(x)))``, for the jointly trained
   operator (steering runs; ``e = term.embed(f)``, the space it was trained in) and for a
   post-hoc operator fitted on the frozen encoder (every run; ``e`` = the backbone features
   standardised with the training features' mean and sd; Adam, 20 epochs);
@@ -26,7 +27,8 @@ hue probes on clean images come from reproduce_cpu's JSON. Writes ``steering_eva
 
     pip install "equimod-plugin[experiments]"   # lightly, imagecorruptions-imaug, matplotlib
     python experiments/reproduce_cpu.py --out runs/grid --only tint24/random-init tint24/byol \
-        tint24/byol+equimod tint24/byol+steering tint24/byol+steering-nce tint24/byol+steering-nce-proj --weights 1
+        tint24/byol+equimod tint24/byol+steering tint24/byol+steering-nce tint24/byol+steering-nce-proj \
+        tint24/byol+steering-nce-w3 tint24/simclr tint24/simclr+steering-nce --weights 1
     python experiments/steering_eval.py --runs runs/grid --out docs/results/steering_eval
     python experiments/steering_eval.py --smoke   # trains tiny runs first; < 2 min, a temp dir
 
@@ -73,7 +75,8 @@ except ImportError as error:
 else:
     MISSING = None
 
-#: The rows, in order: the random-init encoder, BYOL, BYOL + EquiMod and each steering variant.
+#: The rows, in order: the random-init encoder, BYOL, BYOL + EquiMod and each BYOL steering
+#: variant, then SimCLR and SimCLR with the default (contrastive) steering term.
 METHODS = (
     "random-init",
     "byol",
@@ -81,7 +84,15 @@ METHODS = (
     "byol+steering",
     "byol+steering-nce",
     "byol+steering-nce-proj",
+    "byol+steering-nce-w3",
+    "simclr",
+    "simclr+steering-nce",
 )
+
+
+def base_method(method: str) -> str:
+    """``"byol"`` or ``"simclr"``: the invariance method of a row (random init: BYOL's model)."""
+    return "byol" if method == "random-init" else method.partition("+")[0]
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,10 @@ def corrupted(images: Tensor, name: str, severity: int, seed: int) -> Tensor:
     return torch.from_numpy(out.astype(np.float32) / 255).permute(0, 3, 1, 2).clamp(0, 1).contiguous()
 
 
-def views_pair() -> tuple[augment.ParamAugment, augment.ParamAugment]:
+def views_pair(method: str) -> tuple[augment.ParamAugment, augment.ParamAugment]:
+    """The two views ``method`` was trained with (reproduce_cpu's CIFAR recipes)."""
+    if base_method(method) == "simclr":
+        return augment.simclr(32, variant="cifar"), augment.simclr(32, variant="cifar")
     return augment.byol(32, view=1, variant="cifar"), augment.byol(32, view=2, variant="cifar")
 
 
@@ -113,11 +127,13 @@ def encode(backbone: nn.Module, images: Tensor) -> Tensor:
     return extract_features(backbone, images, batch_size=512, transform=normalize)
 
 
-def view_features(backbone: nn.Module, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """One view per image with each BYOL augmentation: f(x), f(a(x)), a, stacked (2N rows)."""
+def view_features(
+    backbone: nn.Module, images: Tensor, views: tuple[augment.ParamAugment, ...], generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One view per image with each of ``views``: f(x), f(a(x)), a, stacked (2N rows)."""
     f_o = encode(backbone, images)
     targets, params = [], []
-    for aug in views_pair():
+    for aug in views:
         views, p = aug(images, generator=generator)
         targets.append(encode(backbone, views))
         params.append(p)
@@ -150,8 +166,8 @@ def load(path: Path, device: torch.device) -> tuple[dict[str, Any], nn.Module, A
     return run, model.to(device), config
 
 
-def evaluate(model: nn.Module, config: Any, data: dict[str, Any], settings: Config) -> dict[str, Any]:
-    """The steering metrics of one trained model (see the module docstring)."""
+def evaluate(model: nn.Module, method: str, config: Any, data: dict[str, Any], settings: Config) -> dict[str, Any]:
+    """The steering metrics of one trained model of ``method`` (see the module docstring)."""
     (train_x, train_y, _), (test_x, test_y, _) = data["train"], data["test"]
     rc.recalibrate(model, train_x, config)  # the same eval-mode statistics as reproduce_cpu's probes
     model.eval()
@@ -164,28 +180,29 @@ def evaluate(model: nn.Module, config: Any, data: dict[str, Any], settings: Conf
 
     joint = isinstance(term, SteeringTerm)
     embed = term.embed.eval() if joint else standardised
+    views = views_pair(method)
     generator = torch.Generator().manual_seed(settings.seed + 1)
-    f_o, f_a, params = view_features(backbone, train_x, generator)
-    identity = views_pair()[0].identity_params(1)[0]
+    f_o, f_a, params = view_features(backbone, train_x, views, generator)
+    identity = views[0].identity_params(1)[0]
     posthoc = fit_operator(standardised(f_o), standardised(f_a), params, identity, settings.fit_epochs, settings.seed)
     with torch.no_grad():
         operators: dict[str, SteeringOperator] = {"posthoc": posthoc}
         spaces = {"posthoc": standardised}
         if joint:
             operators["joint"], spaces["joint"] = term.operator.eval(), embed
-        f_o, f_a, params = view_features(backbone, test_x, torch.Generator().manual_seed(settings.seed + 2))
+        f_o, f_a, params = view_features(backbone, test_x, views, torch.Generator().manual_seed(settings.seed + 2))
         result: dict[str, Any] = {"cos_unsteered": mean_cos(embed(f_o), embed(f_a))}
         for name, operator in operators.items():
             space = spaces[name]
             result[f"cos_steered_{name}"] = mean_cos(operator(space(f_o), params), space(f_a))
             result[f"cos_unsteered_{name}"] = mean_cos(space(f_o), space(f_a))
         tta_operator = operators["joint" if joint else "posthoc"]
-        tta = SteeredTTA(nn.Identity(), tta_operator, data["tta_params"])
+        tta = SteeredTTA(nn.Identity(), tta_operator, data["tta_params"][base_method(method)])
 
         def scores(images: Tensor, f: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
             e = embed(f)
             out = tta.steer(e)
-            view, p = views_pair()[0](images, generator=torch.Generator().manual_seed(settings.seed + 4))
+            view, p = views[0](images, generator=torch.Generator().manual_seed(settings.seed + 4))
             target = embed(encode(backbone, view))
             residual = 1 - F.cosine_similarity(tta_operator(e, p), target)
             knn = {
@@ -220,7 +237,7 @@ def evaluate_path(path: Path) -> str:
     t0 = time.perf_counter()
     run, model, config = load(path, _SHARED["device"])
     result = {k: v for k, v in run.items() if k != "training"}
-    result.update(evaluate(model, config, _SHARED["data"], _SHARED["settings"]))
+    result.update(evaluate(model, run["method"], config, _SHARED["data"], _SHARED["settings"]))
     result["eval_minutes"] = (time.perf_counter() - t0) / 60
     (_SHARED["cache"] / path.name).write_text(json.dumps(result, indent=2) + "\n")
     return f"{path.stem:40s} {result['eval_minutes']:.1f} min"
@@ -262,12 +279,12 @@ def mean_sd(values: list[float], scale: float) -> str:
 def goals(by: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Issue 15's goals for each steering row (means over seeds)."""
     lines = [
-        "| run | object >= BYOL - 1 | hue linear >= BYOL + 10 | steered >= 0.9 and >= unsteered + 0.15 | "
+        "| run | object >= base - 1 | hue linear >= base + 10 | steered >= 0.9 and >= unsteered + 0.15 | "
         "a steered-TTA OOD score >= kNN distance | TTA mean beats plain e on corrupted probe |",
         "|---|---|---|---|---|---|",
     ]
-    base = by.get("byol")
     for method, runs in by.items():
+        base = by.get(base_method(method))
         if "+steering" not in method or base is None:
             continue
 
@@ -308,10 +325,10 @@ def headline(by: dict[str, list[dict[str, Any]]]) -> str:
             f"{avg('cos_steered_joint'):.3f} (unsteered {avg('cos_unsteered'):.3f}), best TTA OOD AUC "
             f"{best:.3f} vs kNN {avg('auc_mean/knn_distance'):.3f}"
         )
-    if "byol" in by:
-        parts.insert(
-            0, f"BYOL: object probe {100 * float(np.mean([get(r, 'backbone/object/linear') for r in by['byol']])):.1f}"
-        )
+    for name, base in (("SimCLR", "simclr"), ("BYOL", "byol")):
+        if base in by:
+            accuracy = 100 * float(np.mean([get(r, "backbone/object/linear") for r in by[base]]))
+            parts.insert(0, f"{name}: object probe {accuracy:.1f}")
     return "; ".join(parts) + f" ({len(next(iter(by.values())))} seeds)" if parts else "-"
 
 
@@ -361,9 +378,12 @@ def prepare(dataset: str, config: Any, settings: Config) -> dict[str, Any]:
         "train": train,
         "test": test,
         "corrupted": {f"{n}/{s}": corrupted(test[0], n, s, settings.seed + i) for i, (n, s) in enumerate(keys)},
-        "tta_params": tta_params(
-            views_pair()[0], settings.tta_k, (32, 32), torch.Generator().manual_seed(settings.seed + 3)
-        ),
+        "tta_params": {  # per invariance method: the K parameter sets of its view 1
+            base: tta_params(
+                views_pair(base)[0], settings.tta_k, (32, 32), torch.Generator().manual_seed(settings.seed + 3)
+            )
+            for base in ("byol", "simclr")
+        },
     }
 
 

@@ -101,10 +101,13 @@ def check_images(x: Tensor, name: str = "x", channels: int | None = 3) -> None:
         )
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"{name} must have a positive height and width, got {_describe(x)}")
-    if _has_values(x) and not bool(((x >= 0) & (x <= 1)).all()):
+    if not _has_values(x):
+        return
+    low, high = (v.item() for v in torch.aminmax(x))  # one pass; NaN propagates to both
+    if not (low >= 0 and high <= 1):
         raise ValueError(
-            f"{name} must have values in [0, 1] (no NaN), got min {x.min().item():.4g}, "
-            f"max {x.max().item():.4g}; apply normalisation after the augmentation, not before"
+            f"{name} must have values in [0, 1] (no NaN), got min {low:.4g}, max {high:.4g}; "
+            "apply normalisation after the augmentation, not before"
         )
 
 

@@ -58,15 +58,14 @@ def test_term_forward_and_backward_compile_fullgraph_with_inductor() -> None:
 
 @pytest.mark.exactness
 def test_augmentation_compiles_fullgraph_with_inductor_and_replays_the_eager_views() -> None:
-    """Crop, flip, grayscale and solarise compile whole; blur and colour jitter do not.
-
-    Blur and the hue step of colour jitter compute only the samples they apply to (``nonzero``),
-    whose count is data-dependent: dynamo breaks the graph there (``test_standard.py``).
-    """
+    """Every operation compiles whole: under ``torch.compile`` the gated ones compute the whole
+    batch and select per sample (no ``nonzero``, no data-dependent shape)."""
     ops = [
         augment.RandomResizedCrop(8),
         augment.HorizontalFlip(),
+        augment.ColorJitter(0.4, 0.4, 0.4, 0.1),
         augment.RandomGrayscale(0.5),
+        augment.GaussianBlur(0.5, kernel_size=3),
         augment.RandomSolarize(0.5),
     ]
     aug = augment.ParamAugment(ops)

@@ -254,7 +254,6 @@ for name, make in PRESETS.items():
             ),
             augment_bad(make),
             grad_args=(0,),
-            fullgraph=False,  # per-sample subsets (nonzero): data-dependent shapes
         )
     )
 

@@ -4,12 +4,19 @@ Stateless functions on ``(B, 3, H, W)`` float images in [0, 1]; every parameter 
 one row per sample. The formulas follow torchvision's tensor transforms (the ones lightly's
 transforms use), with the differences documented per function. Half-precision images
 (``float16``, ``bfloat16``) are computed in float32 (:func:`compute_dtype`) and rounded back
-once at the end, so they differ from float32 results only by that rounding.
+once at the end, so they differ from float32 results only by that rounding. No function
+writes into its input.
+
+Speed on CPU (``benchmarks/augment_throughput.py``): per-pixel work is plain arithmetic on
+float tensors. A gated operation computes only the samples it applies to on CPU, and the
+whole batch with an exact per-sample selection elsewhere (:func:`apply_to_samples`). Boolean
+``torch.where`` and ``remainder`` over whole images are avoided: on CPU they run 10-30x slower
+than a multiply.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import kornia
 import torch
@@ -31,6 +38,57 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
         (torch.float32, torch.float64)
     """
     return torch.promote_types(dtype, torch.float32)
+
+
+def selected_only(device: torch.device) -> bool:
+    """Whether gated operations compute only their selected samples: on CPU, in eager mode.
+
+    Under ``torch.compile`` they compute the whole batch, so the graph has no data-dependent
+    shape (it compiles whole, ``fullgraph=True``).
+    """
+    return device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def apply_to_samples(
+    x: Tensor, apply: Tensor, fn: Callable[..., Tensor], *args: Tensor, inplace: bool = False
+) -> Tensor:
+    """``fn`` on the samples of ``x`` where ``apply`` is true; the others unchanged.
+
+    On CPU only the selected samples are computed (an index costs no device synchronisation
+    there; :func:`selected_only`). On other devices, and under ``torch.compile``, ``fn`` runs on the whole batch and each sample is taken from its
+    result or from ``x`` by a 0 / 1 ``lerp``, which is exact: no host synchronisation and no
+    data-dependent shape (CUDA graphs, ``torch.compile``). Both give the same values.
+
+    Args:
+        x: images ``(B, C, H, W)``.
+        apply: ``(B,)`` bool.
+        fn: maps images ``(n, C, H, W)`` and the rows of ``args`` for them to ``(n, C, H, W)``,
+            sample by sample.
+        args: per-sample tensors ``(B, ...)`` passed to ``fn`` (their selected rows on CPU).
+        inplace: the result may be written into ``x`` (which the caller owns): on CPU it is.
+
+    Returns:
+        ``(B, C, H, W)``: use the returned tensor. It is ``x`` itself on CPU when ``inplace``
+        or when nothing is selected.
+
+    Example:
+        >>> x = torch.rand(4, 3, 8, 8)
+        >>> apply = torch.tensor([True, False, True, False])
+        >>> y = apply_to_samples(x, apply, lambda images: images.flip(-1))
+        >>> torch.equal(y[0], x[0].flip(-1)), torch.equal(y[1], x[1])
+        (True, True)
+    """
+    if not selected_only(x.device):
+        weight = apply.to(x.dtype).view(-1, *(1,) * (x.ndim - 1))
+        return torch.lerp(x, fn(x, *args), weight)
+    idx = apply.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return x
+    if idx.numel() == x.shape[0]:
+        out = fn(x, *args)
+        return x.copy_(out) if inplace else out
+    selected = fn(x.index_select(0, idx), *(a.index_select(0, idx) for a in args))
+    return x.index_copy_(0, idx, selected) if inplace else x.index_copy(0, idx, selected)
 
 
 def resized_crop(
@@ -74,60 +132,125 @@ def resized_crop(
         x.to(dtype), grid, mode=interpolation, padding_mode="border", align_corners=False
     )
     if interpolation == "bicubic":
-        out = out.clamp(0, 1)
+        out.clamp_(0, 1)
     out = out.to(x.dtype)
     if (h, w) == (out_h, out_w):
         whole = (boxes == boxes.new_tensor([0, 0, h, w])).all(dim=1)
-        out = torch.where(whole[:, None, None, None], x, out)
+        out = apply_to_samples(out, whole, lambda _, image: image, x, inplace=True)
     return out
 
 
 def hflip(x: Tensor, flip: Tensor) -> Tensor:
     """Mirror the samples whose ``flip`` ``(B,)`` is true, left to right."""
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return apply_to_samples(x, flip, lambda images: images.flip(-1))
+
+
+def luma(x: Tensor) -> Tensor:
+    """torchvision's grayscale value ``(B, 1, H, W)`` of images ``(B, 3, H, W)``, in ``x``'s dtype.
+
+    Example:
+        >>> luma(torch.ones(1, 3, 2, 2)).shape
+        torch.Size([1, 1, 2, 2])
+    """
+    r, g, b = x.unbind(1)
+    return (
+        (r * GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2])[:, None]
+    )
 
 
 def grayscale(x: Tensor) -> Tensor:
     """torchvision's grayscale ``(B, 3, H, W) -> (B, 3, H, W)``, the luma in every channel."""
-    dtype = compute_dtype(x.dtype)
-    w = torch.tensor(GRAY_WEIGHTS, dtype=dtype, device=x.device)
-    return torch.einsum("bchw,c->bhw", x.to(dtype), w).to(x.dtype)[:, None].expand_as(x)
+    return luma(x.to(compute_dtype(x.dtype))).to(x.dtype).expand_as(x)
 
 
 def random_grayscale(x: Tensor, apply: Tensor) -> Tensor:
     """Grayscale the samples whose ``apply`` ``(B,)`` is true."""
-    return torch.where(apply[:, None, None, None], grayscale(x), x)
+    return apply_to_samples(x, apply, grayscale)
+
+
+def _solarize(x: Tensor, threshold: float) -> Tensor:
+    inverted = torch.ge(x, threshold, out=torch.empty_like(x))  # 0 / 1, faster than a bool mask
+    return torch.lerp(x, 1 - x, inverted)
 
 
 def solarize(x: Tensor, apply: Tensor, threshold: float = 0.5) -> Tensor:
     """Invert the pixels ``>= threshold`` of the samples whose ``apply`` ``(B,)`` is true."""
-    return torch.where(apply[:, None, None, None] & (x >= threshold), 1 - x, x)
+    return apply_to_samples(x, apply, lambda images: _solarize(images, threshold))
 
 
 def gaussian_blur(x: Tensor, apply: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     """Blur the samples whose ``apply`` ``(B,)`` is true with their own ``sigma`` ``(B,)``.
 
     Isotropic Gaussian, ``kernel_size`` taps, reflect padding (torchvision's ``GaussianBlur``).
-    Only the selected samples are computed.
     """
-    idx = apply.nonzero().squeeze(1)
-    if idx.numel() == 0:
-        return x
     dtype = compute_dtype(x.dtype)
-    s = sigma[idx, None].expand(-1, 2).to(dtype)
-    blurred = kornia.filters.gaussian_blur2d(x[idx].to(dtype), (kernel_size, kernel_size), s)
-    return x.index_copy(0, idx, blurred.to(x.dtype))
+
+    def blur(images: Tensor, s: Tensor) -> Tensor:
+        s = s[:, None].expand(-1, 2).to(dtype)
+        out = kornia.filters.gaussian_blur2d(images.to(dtype), (kernel_size, kernel_size), s)
+        # a weighted mean of [0, 1] pixels, up to float round-off (1 ulp above 1 next to the
+        # bicubic crop's clamped pixels): kept in [0, 1]
+        return out.clamp_(0, 1).to(x.dtype)
+
+    # sigma 0 (not applied) would divide by zero on the whole-batch path: any positive value
+    return apply_to_samples(x, apply, blur, torch.where(apply, sigma, 1.0))
+
+
+def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
+    """torchvision's ``adjust_hue``: shift the HSV hue of each sample by ``shift`` ``(B,)`` turns.
+
+    Computed without the HSV round trip: with ``V`` the largest channel, ``C`` the chroma
+    (largest minus smallest channel) and ``h`` the hue in sixths of a turn (ties broken like
+    torchvision: red, then green), channel ``n`` of the result is
+    ``V - C * clamp(min(k, 4 - k), 0, 1)`` with ``k = (h + shift + n) mod 6`` and
+    ``n = 5, 3, 1`` for red, green, blue (the HSV to RGB formula). Grey pixels (``C = 0``)
+    are unchanged. Equal to torchvision's up to float round-off (about ``1e-6``).
+
+    Args:
+        x: images ``(B, 3, H, W)`` in [0, 1].
+        shift: ``(B,)`` hue shifts in turns (torchvision's ``hue_factor``).
+
+    Returns:
+        ``(B, 3, H, W)``, a new tensor in ``x``'s dtype.
+
+    Example:
+        >>> red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+        >>> adjust_hue(red, torch.tensor([1 / 3])).flatten().tolist()  # red -> green
+        [0.0, 1.0, 0.0]
+    """
+    r, g, b = x.unbind(1)
+    value, low = x.amax(dim=1), x.amin(dim=1)
+    chroma = value - low
+    # 0 / 1 masks of the channel holding the maximum (float: faster than a boolean where)
+    red_max = torch.eq(r, value, out=torch.empty_like(value))
+    green_max = torch.eq(g, value, out=torch.empty_like(value))
+    hue = torch.lerp(
+        torch.lerp((r - g).add_(chroma, alpha=4), (b - r).add_(chroma, alpha=2), green_max),
+        g - b,
+        red_max,
+    )
+    hue.div_(chroma.clamp(min=torch.finfo(x.dtype).tiny)).add_(
+        (6 * shift).to(x.dtype).view(-1, 1, 1)
+    )
+    channels = []
+    for n in (5.0, 3.0, 1.0):  # red, green, blue
+        k = hue + n
+        k.sub_(torch.floor(k.div(6)).mul_(6))  # k mod 6, in [0, 6)
+        channels.append(value - torch.minimum(k, 4 - k).clamp_(0, 1).mul_(chroma))
+    return torch.stack(channels, dim=1).clamp_(0, 1)  # round-off can leave a pixel 1 ulp out
 
 
 def color_jitter(x: Tensor, apply: Tensor, order: Tensor, factors: Tensor) -> Tensor:
     """torchvision's ``ColorJitter`` with one order and one set of factors per sample.
 
-    Brightness, contrast and saturation are affine colour maps; each step applies one
-    ``(3, 3)`` matrix and offset per sample in a single batched product, then clamps to
-    [0, 1] as torchvision does after every operation. The hue shift is torchvision's HSV
-    shift (kornia's ``adjust_hue``), computed only for the samples whose step it is.
-    Linear hue rotations (YIQ, or about the grey axis) are not offered: on saturated
-    colours they differ from the HSV shift by about as much as the shift itself.
+    Brightness, contrast and saturation are affine colour maps: each step computes, for every
+    sample, ``a * x + g * luma(x) + c`` (brightness ``a = factor``; contrast ``a = factor``,
+    ``c = (1 - factor) * mean luma``; saturation ``a = factor``, ``g = 1 - factor``; ``a = 1``,
+    ``g = c = 0`` for a sample whose step is another operation, which leaves it exactly
+    unchanged), then clamps to [0, 1] as torchvision does after every operation. The hue shift
+    (:func:`adjust_hue`) is computed for the samples whose step it is. Linear hue rotations
+    (YIQ, or about the grey axis) are not offered: on saturated colours they differ from the
+    HSV shift by about as much as the shift itself.
 
     Args:
         x: images ``(B, 3, H, W)`` in [0, 1].
@@ -140,24 +263,20 @@ def color_jitter(x: Tensor, apply: Tensor, order: Tensor, factors: Tensor) -> Te
     Returns:
         ``(B, 3, H, W)`` jittered images, computed in :func:`compute_dtype`.
     """
-    b, c, h, w = x.shape
-    out_dtype, x = x.dtype, x.to(compute_dtype(x.dtype))
-    gray = x.new_tensor(GRAY_WEIGHTS)
-    eye = torch.eye(3, dtype=x.dtype, device=x.device).expand(b, 3, 3)
-    bright, contrast, sat, hue = factors.to(x.dtype).unbind(-1)
-    sat_map = sat[:, None, None] * eye + (1 - sat)[:, None, None] * gray.expand(b, 3, 3)
-    zero = torch.zeros(b, 3, dtype=x.dtype, device=x.device)
+    out_dtype, dtype = x.dtype, compute_dtype(x.dtype)
+    x = x.to(dtype, copy=True)  # this function's buffer: every step below writes into it
+    bright, contrast, sat, hue = factors.to(dtype).unbind(-1)
+    one, zero = x.new_ones(()), x.new_zeros(())
     for step in range(4):
-        op = torch.where(apply, order[:, step], -1)[:, None, None]
-        matrix = torch.where(op == BRIGHTNESS, bright[:, None, None] * eye, eye)
-        matrix = torch.where(op == CONTRAST, contrast[:, None, None] * eye, matrix)
-        matrix = torch.where(op == SATURATION, sat_map, matrix)
-        mean = (x.mean(dim=(2, 3)) @ gray)[:, None].expand(b, 3)
-        offset = torch.where(op[:, :, 0] == CONTRAST, (1 - contrast)[:, None] * mean, zero)
-        flat = torch.baddbmm(offset[:, :, None], matrix, x.reshape(b, c, h * w))
-        x = flat.clamp_(0, 1).reshape(b, c, h, w)
-        idx = (op[:, 0, 0] == HUE).nonzero().squeeze(1)
-        if idx.numel():
-            shifted = kornia.enhance.adjust_hue(x[idx], hue[idx] * (2 * math.pi))
-            x = x.index_copy(0, idx, shifted.clamp(0, 1).to(x.dtype))
+        op = torch.where(apply, order[:, step], -1)
+        is_contrast = op == CONTRAST
+        scale = torch.where(op == BRIGHTNESS, bright, one)
+        scale = torch.where(is_contrast, contrast, scale)
+        scale = torch.where(op == SATURATION, sat, scale)
+        gray = luma(x)
+        gray_weight = torch.where(op == SATURATION, 1 - sat, zero)
+        offset = torch.where(is_contrast, (1 - contrast) * gray.mean(dim=(1, 2, 3)), zero)
+        x.mul_(scale.view(-1, 1, 1, 1)).addcmul_(gray, gray_weight.view(-1, 1, 1, 1))
+        x.add_(offset.view(-1, 1, 1, 1)).clamp_(0, 1)
+        x = apply_to_samples(x, op == HUE, adjust_hue, hue, inplace=True)  # stays in [0, 1]
     return x.to(out_dtype)

@@ -871,10 +871,7 @@ class GaussianBlur(ParamOp):
 
     def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
         self.check_image_size((x.shape[2], x.shape[3]))
-        out = AF.gaussian_blur(x, raw["applied"], raw["sigma"], self.kernel_size)
-        # a weighted mean of [0, 1] pixels, up to float round-off (1 ulp above 1 next to the
-        # bicubic crop's clamped pixels): kept in [0, 1]
-        return out.clamp_(0, 1)
+        return AF.gaussian_blur(x, raw["applied"], raw["sigma"], self.kernel_size)
 
     def check_raw(
         self, params: Tensor, raw: dict[str, Tensor], image_size: tuple[int, int]

@@ -12,6 +12,7 @@ offered, one class each over the base :class:`SteeringOperator` (which holds the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -182,6 +183,8 @@ class SteeringOperator(nn.Module, metaclass=_BuildByKind):
             )
         self.dim, self.param_dim = dim, param_dim
         self.register_buffer("identity", identity.clone())
+        # steer_many's last K parameter sets and what was built from them (see _reusable)
+        self._built: tuple[tuple[tuple[int, int], ...], Tensor, Any] | None = None
 
     def maps(self, params: Tensor) -> Tensor:
         """The maps ``M(a)`` themselves, ``(N, P) -> (N, D, D)``."""
@@ -197,10 +200,39 @@ class SteeringOperator(nn.Module, metaclass=_BuildByKind):
         """Apply K parameter sets to every embedding: ``(B, D), (K, P) -> (B, K, D)``.
 
         One batched product: the K maps are built once and shared by the B embeddings, and the
-        ``(B, K, D)`` result is the only buffer of that size.
+        ``(B, K, D)`` result is the only buffer of that size. Test-time augmentation calls it
+        with the same K parameter sets batch after batch: when no autograd graph is recorded,
+        what is built from them (the maps, or ``low_rank``'s factors) is kept and reused for
+        as long as the parameter values and the operator's weights are unchanged (an optimiser
+        step or ``load_state_dict`` bumps the weights' version counters).
         """
         self._check(features, params, None)
         return self._steer_many(features, params)
+
+    def _reusable(self, params: Tensor, build: Callable[[Tensor], Any]) -> Any:
+        """``build(params)``, reused from the previous call of :meth:`steer_many` when
+        ``params`` has the same values and no weight or buffer of the operator has changed
+        since (same storage, same version counter). Never while a graph is recorded or under
+        ``torch.compile``."""
+        recording = torch.is_grad_enabled() and (
+            params.requires_grad or any(w.requires_grad for w in self.parameters())
+        )
+        if recording or torch.compiler.is_compiling():
+            self._built = None
+            return build(params)
+        state = tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers()))
+        built = self._built
+        if (
+            built is not None
+            and built[0] == state
+            and built[1].shape == params.shape
+            and built[1].device == params.device
+            and torch.equal(built[1], params)
+        ):
+            return built[2]
+        out = build(params)
+        self._built = (state, params.detach().clone(), out)
+        return out
 
     def _check(self, features: Tensor | None, params: Tensor, rows: int | None) -> None:
         check_matrix(params, "params", rows=rows, cols=self.param_dim, what="P")
@@ -225,7 +257,7 @@ class SteeringOperator(nn.Module, metaclass=_BuildByKind):
 
     def _steer_many(self, features: Tensor, params: Tensor) -> Tensor:
         """``(B, D), (K, P) -> (B, K, D)`` on checked inputs, through the maps."""
-        m = self._maps(params)
+        m = self._reusable(params, self._maps)
         return torch.einsum("kij,bj->bki", m, features.to(m.dtype)).to(features.dtype)
 
 
@@ -291,7 +323,7 @@ class LowRankSteering(SteeringOperator):
 
     def _steer_many(self, features: Tensor, params: Tensor) -> Tensor:
         # the features are added in place: the (B, K, D) product is the only buffer that size
-        u, v = self._low_rank(params)
+        u, v = self._reusable(params, self._low_rank)
         f = features.to(u.dtype)
         coords = torch.einsum("kdr,bd->bkr", v, f)
         out = torch.einsum("kdr,bkr->bkd", u, coords).add_(f[:, None])

@@ -495,3 +495,65 @@ def test_a_steering_projector_is_a_space_of_its_own():
 def test_steering_term_options_are_checked_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SteeringTerm(8, 5, rank=2, **kwargs)
+
+
+class TestSteerManyReuse:
+    """steer_many reuses what it built from the same K parameter sets (test-time augmentation)
+    while no graph is recorded and neither the values nor the operator's weights changed."""
+
+    @staticmethod
+    def counted(op: SteeringOperator) -> list[int]:
+        name = "_low_rank" if op.kind == "low_rank" else "_maps"
+        calls = [0]
+        build = getattr(op, name)
+
+        def counting(params):
+            calls[0] += 1
+            return build(params)
+
+        setattr(op, name, counting)
+        return calls
+
+    @pytest.mark.parametrize("kind", ["low_rank", "exponential", "full"])
+    def test_reused_across_batches_and_equal_to_a_fresh_build(self, kind: str) -> None:
+        torch.manual_seed(0)
+        op = SteeringOperator(8, 5, kind=kind, rank=2, hidden_dim=4, num_generators=2)
+        params, calls = torch.randn(6, 5), self.counted(op)
+        with torch.no_grad():
+            first = op.steer_many(torch.randn(3, 8), params)
+            f = torch.randn(4, 8)
+            second = op.steer_many(f, params.clone())  # same values, another tensor
+            assert calls[0] == 1
+            op._built = None
+            torch.testing.assert_close(op.steer_many(f, params), second, rtol=0, atol=0)
+        assert first.shape == (3, 6, 8)
+
+    def test_rebuilt_when_the_values_or_the_weights_change(self) -> None:
+        torch.manual_seed(1)
+        op = SteeringOperator(8, 5, rank=2, hidden_dim=4)
+        params, f = torch.randn(6, 5), torch.randn(3, 8)
+        calls = self.counted(op)
+        with torch.no_grad():
+            op.steer_many(f, params)
+            params[0, 0] += 1.0  # in place: same tensor, new values
+            op.steer_many(f, params)
+            assert calls[0] == 2
+        optimizer = torch.optim.SGD(op.parameters(), lr=0.1)
+        op.steer_many(f, params).sum().backward()  # records a graph: built afresh
+        assert calls[0] == 3
+        optimizer.step()
+        with torch.no_grad():
+            after_step = op.steer_many(f, params)
+            assert calls[0] == 4
+            op.load_state_dict(SteeringOperator(8, 5, rank=2, hidden_dim=4).state_dict())
+            reloaded = op.steer_many(f, params)
+            assert calls[0] == 5
+        assert not torch.equal(after_step, reloaded)
+
+    def test_never_kept_while_a_graph_is_recorded(self) -> None:
+        op = SteeringOperator(8, 5, rank=2, hidden_dim=4)
+        params, f = torch.randn(6, 5), torch.randn(3, 8)
+        calls = self.counted(op)
+        for _ in range(2):
+            out = op.steer_many(f, params)
+        assert calls[0] == 2 and out.requires_grad and op._built is None

@@ -11,14 +11,20 @@ What is measured, at B = 256 images of S x S pixels for S = 32 and S = 224, in o
   ``"imagenet"`` recipe as lightly runs it at every size: bilinear crops, kernel 23) on the
   same images as one float ``(B, 3, S, S)`` batch in [0, 1] (uint8 -> float conversion done
   beforehand, not timed), followed by the same ImageNet normalisation;
-  ``torch.set_num_threads(2)``, and again with one thread for a per-core comparison.
+  with one torch thread (per core, the comparison the targets apply to: lightly scales with
+  workers, one core each) and with ``torch.set_num_threads(2)``.
 
 Both pipelines get the same S x S source images (seeded random square crops of
 ``skimage.data`` colour photos, resized with PIL) and produce S x S views, so every crop is an
 upscale and antialiasing plays no part. Repetitions alternate (lightly, plugin, plugin with one
 thread, lightly, ...) after one warm-up of each; the report gives the median images/s (one
 image = both views) and the median over the interleaved repetitions of the speedup
-plugin / lightly.
+plugin / lightly. Targets (per core): 5x at 32 px, 1.5x at 224 px.
+
+Distance to memory speed: the report gives the least memory traffic of an image (its float32
+pixels read once, its two float32 views written once) and the copy bandwidth measured in the
+same run (a 256 MB float32 tensor copied, with 1 and 2 threads), hence the images/s a pipeline
+running at memory speed would reach, and the plugin's share of it.
 
 A statistics check compares, at 32 px over 1024 images, the un-normalised views of both
 pipelines (lightly's are de-normalised): the mean and std over images of the per-image mean
@@ -171,8 +177,8 @@ def plugin_pipeline(batch: Tensor, size: int, normalize: bool = True) -> Pipelin
 
     def run() -> tuple[Tensor, Tensor]:
         v1, v2 = aug1(batch)[0], aug2(batch)[0]
-        if normalize:
-            return (v1 - MEAN) / STD, (v2 - MEAN) / STD
+        if normalize:  # in place: the views are this function's own tensors
+            return v1.sub_(MEAN).div_(STD), v2.sub_(MEAN).div_(STD)
         return v1, v2
 
     return run
@@ -207,6 +213,24 @@ def time_size(photos: Sequence[np.ndarray], size: int, config: Config) -> Timing
                 times[name].append(elapsed)
     torch.set_num_threads(THREADS)
     return Timing(size, config.batch_size, times)
+
+
+def bytes_per_image(size: int) -> int:
+    """The least memory traffic of one image: its float32 pixels read once and its two float32
+    views written once (``3 S^2 * 4`` bytes each)."""
+    return 3 * 3 * size * size * 4
+
+
+def copy_bandwidth(threads: int, megabytes: int = 256, reps: int = 5) -> float:
+    """Measured memory bandwidth (bytes/s): the median of ``reps`` copies of a ``megabytes``
+    float32 tensor into another, counting the bytes read and written."""
+    torch.set_num_threads(threads)
+    src = torch.rand(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # first touch of dst
+    times = [seconds(lambda: dst.copy_(src)) for _ in range(reps)]
+    torch.set_num_threads(THREADS)
+    return 2 * src.numel() * 4 / statistics.median(times)
 
 
 def view_stats(views: Tensor) -> dict[str, tuple[float, float]]:
@@ -244,7 +268,12 @@ def hardware() -> dict[str, object]:
     return {**machine(), "lightly": lightly.__version__}
 
 
-def markdown(hw: dict[str, object], timings: list[Timing], stats: list[dict[str, object]]) -> str:
+def markdown(
+    hw: dict[str, object],
+    timings: list[Timing],
+    stats: list[dict[str, object]],
+    bandwidth: dict[int, float],
+) -> str:
     """The report: hardware line, throughput table and statistics table."""
     lines = [
         "# BYOL augmentation throughput: equimod_plugin vs lightly",
@@ -257,23 +286,35 @@ def markdown(hw: dict[str, object], timings: list[Timing], stats: list[dict[str,
         "thread as in a DataLoader worker (PIL uses one core), views stacked; plugin: "
         '`augment.byol(S, view=1|2, interpolation="bilinear", blur_kernel=23)` (lightly\'s '
         "recipe) on the float batch, "
-        f"{THREADS} torch threads (last columns: 1). Both include ImageNet normalisation. "
-        "Speedup: median over interleaved repetitions of lightly's time / the plugin's; the "
-        f"target applies to the {THREADS}-thread plugin.",
+        f"1 torch thread (per core: the target) and {THREADS}. Both include ImageNet "
+        "normalisation. Speedup: median over interleaved repetitions of lightly's time / the "
+        "plugin's. lightly scales with DataLoader workers, one core each: the per-core speedup "
+        "is the one that holds on any number of cores.",
         "",
-        "| size | B | reps | lightly img/s | plugin img/s | speedup | target | met "
-        "| plugin img/s, 1 thread | speedup, 1 thread |",
-        "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
+        "Distance to memory speed: **bytes/image** is the least traffic of one image (its "
+        "float32 pixels read once, its two float32 views written once); **memory speed** is "
+        "the measured copy bandwidth (a 256 MB float32 tensor copied, bytes read + written; "
+        f"1 thread: {bandwidth[1] / 1e9:.1f} GB/s, {THREADS} threads: "
+        f"{bandwidth[THREADS] / 1e9:.1f} GB/s) over bytes/image; the last column is the "
+        "1-thread plugin's share of it.",
+        "",
+        "| size | B | reps | lightly img/s, 1 worker | plugin img/s, 1 thread | speedup per core "
+        f"| target | met | plugin img/s, {THREADS} threads | speedup, {THREADS} threads "
+        "| bytes/image | memory speed, 1 thread (img/s) | plugin / memory speed |",
+        "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|",
     ]
     for t in timings:
         s = t.summary()
         target = TARGETS[t.size]
+        limit = bandwidth[1] / bytes_per_image(t.size)
         lines.append(
             f"| {t.size} | {t.batch_size} | {len(t.seconds['lightly'])} "
-            f"| {s['lightly_img_per_s']:.0f} | {s['plugin_img_per_s']:.0f} "
-            f"| {s['plugin_speedup']:.2f}x | {target}x "
-            f"| {'yes' if s['plugin_speedup'] >= target else 'no'} "
-            f"| {s['plugin_1thread_img_per_s']:.0f} | {s['plugin_1thread_speedup']:.2f}x |"
+            f"| {s['lightly_img_per_s']:.0f} | {s['plugin_1thread_img_per_s']:.0f} "
+            f"| {s['plugin_1thread_speedup']:.2f}x | {target}x "
+            f"| {'yes' if s['plugin_1thread_speedup'] >= target else 'no'} "
+            f"| {s['plugin_img_per_s']:.0f} | {s['plugin_speedup']:.2f}x "
+            f"| {bytes_per_image(t.size) / 1e3:.0f} kB | {limit:.0f} "
+            f"| {s['plugin_1thread_img_per_s'] / limit:.1%} |"
         )
     lines += [
         "",
@@ -310,7 +351,8 @@ def main() -> None:
     hw = hardware()
     timings = [time_size(photos, size, config) for size in sorted(config.reps)]
     stats = compare_stats(photos, config)
-    report = markdown(hw, timings, stats)
+    bandwidth = {n: copy_bandwidth(n) for n in (1, THREADS)}
+    report = markdown(hw, timings, stats, bandwidth)
     out.mkdir(parents=True, exist_ok=True)
     (out / "augment_throughput.md").write_text(report)
     raw = {
@@ -325,6 +367,8 @@ def main() -> None:
             for t in timings
         ],
         "statistics": stats,
+        "copy_bandwidth_bytes_per_s": bandwidth,
+        "bytes_per_image": {size: bytes_per_image(size) for size in sorted(config.reps)},
     }
     (out / "augment_throughput.json").write_text(json.dumps(raw, indent=2) + "\n")
     print(report)

@@ -64,11 +64,12 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from _report import add_output_options, machine, output_dir, require
 from torch import Tensor, nn
+from torch.profiler import ProfilerActivity, profile
 
 from equimod_plugin import augment
 from equimod_plugin.augment import ParamAugment
 from equimod_plugin.steering import Kind, LowRankSteering, SteeringOperator
-from equimod_plugin.tta import tta_params
+from equimod_plugin.tta import SteeredTTA, tta_params
 from equimod_plugin.wrap import IMAGENET_NORMALIZE
 
 try:  # the `bench` extra, required by main() after the command line: --help works without it
@@ -99,22 +100,37 @@ class SizeConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """The memory check: ``steer_many`` at width D on B embeddings with K parameter sets,
+    against the inference step of resnet50 (D = 2048) on B images of S x S pixels."""
+
+    dim: int
+    batch: int
+    k: int
+    size: int
+
+
+@dataclass(frozen=True)
 class Config:
-    """Image sizes, the numbers K of augmentations and the seed."""
+    """Image sizes, the numbers K of augmentations, the memory check and the seed."""
 
     sizes: tuple[SizeConfig, ...]
     ks: tuple[int, ...]
+    memory: MemoryConfig
     seed: int = 0
 
 
 FULL = Config(
     sizes=(SizeConfig(32, 64, 5, 512), SizeConfig(224, 8, 3, 64)),
     ks=(8, 16, 64),
+    memory=MemoryConfig(dim=2048, batch=256, k=64, size=224),
 )
 QUICK = Config(
     sizes=(SizeConfig(32, 4, 1, 8), SizeConfig(224, 2, 1, 4)),
     ks=(2, 4),
+    memory=MemoryConfig(dim=2048, batch=4, k=4, size=32),
 )
+MEMORY_TARGET = 0.05
 
 
 class CallTimer:
@@ -347,6 +363,79 @@ def summarise(config: SizeConfig, ks: tuple[int, ...], s: Samples) -> dict[str, 
     }
 
 
+def peak_mb(fn: Callable[[], object]) -> float:
+    """Peak CPU memory (MB) allocated by torch during ``fn()`` above what existed before it.
+
+    From ``torch.profiler``'s memory events: each operator's own allocations (at its start)
+    and every free, in time order; the running sum's maximum.
+    """
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    changes = sorted(
+        (e.time_range.start, e.self_cpu_memory_usage)
+        for e in prof.events()
+        if e.self_cpu_memory_usage
+    )
+    running = peak = 0
+    for _, change in changes:
+        running += change
+        peak = max(peak, running)
+    return peak / 1e6
+
+
+def memory(config: MemoryConfig, seed: int) -> dict[str, float | int]:
+    """Peak memory of ``steer_many`` (first call, and later calls reusing the factors) and of
+    ``SteeredTTA.steer`` (with the dispersion score), against resnet50's inference step."""
+    torch.manual_seed(seed)
+    aug = augment.byol(config.size, view=1)
+    params = tta_params(
+        aug, config.k, (config.size, config.size), torch.Generator().manual_seed(seed)
+    )
+    features = torch.randn(config.batch, config.dim)
+
+    def steering() -> SteeringOperator:
+        return SteeringOperator(config.dim, PARAM_DIM, identity=aug.identity_params(1)[0]).eval()
+
+    resnet = torchvision.models.resnet50()
+    encoder = nn.Sequential(*list(resnet.children())[:-1]).eval()
+    images = torch.rand(config.batch, 3, config.size, config.size)
+    with torch.no_grad():
+        op = steering()
+        first = peak_mb(lambda: op.steer_many(features, params))
+        reused = peak_mb(lambda: op.steer_many(features, params))
+        tta = peak_mb(lambda: SteeredTTA(nn.Identity(), op, params).steer(features))
+        inference = peak_mb(lambda: encoder(normalise(images)).flatten(1))
+    output = config.batch * config.k * config.dim * 4 / 1e6
+    return {
+        **asdict(config),
+        "output_mb": output,
+        "steer_many_first_mb": first,
+        "steer_many_reused_mb": reused,
+        "tta_steer_mb": tta,
+        "inference_mb": inference,
+        "steer_many_over_inference": reused / inference,
+        "steer_many_extra_over_inference": (reused - output) / inference,
+        "target_met": (reused - output) / inference <= MEMORY_TARGET,
+    }
+
+
+def memory_table(m: dict[str, float | int]) -> list[str]:
+    return [
+        f"Peak memory (MB, torch's CPU allocations during the call, from `torch.profiler`), "
+        f"D = {m['dim']}, B = {m['batch']}, K = {m['k']}: the `(B, K, D)` output is "
+        f"{m['output_mb']:.0f} MB; the inference step is resnet50 (D = 2048, no classifier, "
+        f"eval, no_grad) on B images of {m['size']} px. Target: `steer_many`'s memory beyond "
+        f"its output <= {MEMORY_TARGET:.0%} of the inference step's peak.",
+        "",
+        "| steer_many, first call | steer_many, factors reused | SteeredTTA.steer (+ mean, "
+        "dispersion) | inference step | steer_many beyond its output / inference | target met |",
+        "|---:|---:|---:|---:|---:|:---:|",
+        f"| {m['steer_many_first_mb']:.0f} | {m['steer_many_reused_mb']:.0f} "
+        f"| {m['tta_steer_mb']:.0f} | {m['inference_mb']:.0f} "
+        f"| {m['steer_many_extra_over_inference']:.1%} | {'yes' if m['target_met'] else 'no'} |",
+    ]
+
+
 def hardware() -> dict[str, object]:
     """The machine (see ``_report.machine``) and torchvision's version."""
     info = {**machine(), "torchvision": torchvision.__version__}
@@ -391,7 +480,9 @@ def time_table(results: list[dict[str, object]]) -> list[str]:
     return lines
 
 
-def markdown(hw: dict[str, object], results: list[dict[str, object]]) -> str:
+def markdown(
+    hw: dict[str, object], results: list[dict[str, object]], mem: dict[str, float | int]
+) -> str:
     """The report: hardware line, the TTA table and where the time goes."""
     sizes = ", ".join(f"B = {r['batch']} at {r['size']} px" for r in results)
     return "\n".join(
@@ -428,6 +519,8 @@ def markdown(hw: dict[str, object], results: list[dict[str, object]]) -> str:
             "",
             *time_table(results),
             "",
+            *memory_table(mem),
+            "",
         ]
     )
 
@@ -453,8 +546,10 @@ def main() -> None:
         results.append(summarise(size_config, config.ks, samples))
         raw.append({"config": asdict(size_config), "samples": asdict(samples)})
         print(f"S={size_config.size}: {json.dumps(results[-1])}", flush=True)
+    mem = memory(config.memory, config.seed)
+    print(f"memory: {json.dumps(mem)}", flush=True)
     hw.update(elapsed_s=time.perf_counter() - start, load_average_end=os.getloadavg()[0])
-    report = markdown(hw, results)
+    report = markdown(hw, results, mem)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tta_speed.md").write_text(report)
     payload = {
@@ -463,6 +558,7 @@ def main() -> None:
         "target_speedup_per_k": TARGET,
         "paper_claim": PAPER_CLAIM,
         "results": results,
+        "memory": mem,
         "raw_seconds": raw,
     }
     (out / "tta_speed.json").write_text(json.dumps(payload, indent=2) + "\n")

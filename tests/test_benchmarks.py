@@ -48,3 +48,20 @@ def test_augment_throughput_seed_fixes_the_images_and_the_views(tmp_path: Path) 
     assert [reports[name]["config"]["seed"] for name, _ in runs] == [1, 1, 2]
     assert reports["again"]["statistics"] == reports["first"]["statistics"]
     assert reports["other"]["statistics"] != reports["first"]["statistics"]
+
+
+@pytest.mark.slow
+def test_tta_speed_quick_run_measures_steer_many_memory(tmp_path: Path) -> None:
+    memory = quick_run("tta_speed", tmp_path)["memory"]
+    # the (B, K, D) output is allocated inside the call; the first call also builds the factors
+    assert memory["steer_many_reused_mb"] >= memory["output_mb"] > 0
+    assert memory["steer_many_first_mb"] > memory["steer_many_reused_mb"]
+    assert memory["tta_steer_mb"] >= memory["steer_many_reused_mb"]
+    assert memory["inference_mb"] > 0
+
+
+@pytest.mark.slow
+def test_augment_throughput_reports_the_distance_to_memory_speed(tmp_path: Path) -> None:
+    report = quick_run("augment_throughput", tmp_path)
+    assert all(v > 0 for v in report["copy_bandwidth_bytes_per_s"].values())
+    assert report["bytes_per_image"] == {"32": 36864, "224": 1806336}

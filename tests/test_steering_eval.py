@@ -19,6 +19,9 @@ METHODS = {
     "byol+steering",
     "byol+steering-nce",
     "byol+steering-nce-proj",
+    "byol+steering-nce-w3",
+    "simclr",
+    "simclr+steering-nce",
 }
 SCORES = {"dispersion", "knn_distance", "knn_distance_tta", "steering_residual"}
 
@@ -54,4 +57,4 @@ def test_steering_eval_smoke_evaluates_every_method(tmp_path):
         assert all(0 <= v <= 1 for v in run["auc_mean"].values())
     table = (tmp_path / "steering_eval.md").read_text()
     assert "| OOD AUC, steering residual |" in table and "## Goals" in table
-    assert "| byol+steering-nce-proj |" in table
+    assert "| byol+steering-nce-proj |" in table and "| simclr+steering-nce |" in table

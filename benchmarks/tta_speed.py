@@ -20,7 +20,10 @@ augmentations:
   ``kind="exponential"`` and ``kind="full"`` at the largest K. **maps** is the part of a steer
   spent building the maps from the parameters (``_maps`` of ``ExponentialSteering`` and
   ``FullSteering``, the hypernetwork giving U and V, ``_low_rank``, of ``LowRankSteering``),
-  measured inside the same call by wrapping that method on the instance.
+  measured inside the same call by wrapping that method on the instance. Each kind and K has
+  its own operator, as each TTA set-up has: ``steer_many`` builds the maps from its K
+  parameter sets on the first call (a warm-up) and reuses them after, so **maps** reads 0
+  unless they are rebuilt.
 
 The operators are untrained (random initialisation): the cost does not depend on the values.
 After warm-up calls (every code path once; (a) whole at the smallest K, its augmentation at
@@ -186,7 +189,7 @@ class Case:
     images: Tensor
     features: Tensor
     params: dict[int, Tensor]
-    operators: dict[Kind, tuple[SteeringOperator, CallTimer]]
+    operators: dict[tuple[Kind, int], tuple[SteeringOperator, CallTimer]]
 
 
 def build_case(config: SizeConfig, ks: tuple[int, ...], seed: int) -> Case:
@@ -196,7 +199,6 @@ def build_case(config: SizeConfig, ks: tuple[int, ...], seed: int) -> Case:
     images = torch.rand(config.batch, 3, config.size, config.size)
     generator = torch.Generator().manual_seed(seed)
     params = {k: tta_params(aug, k, (config.size, config.size), generator) for k in ks}
-    kinds: tuple[Kind, ...] = ("low_rank", *EXTRA_KINDS)
     return Case(
         config=config,
         encoder=encoder,
@@ -204,7 +206,9 @@ def build_case(config: SizeConfig, ks: tuple[int, ...], seed: int) -> Case:
         images=images,
         features=encode(encoder, normalise(images), config.batch),
         params=params,
-        operators={kind: operator(kind, aug) for kind in kinds},
+        # one operator per kind and K, as one per TTA set-up: steer_many reuses what it
+        # builds from its K parameter sets
+        operators={run: operator(run[0], aug) for run in steer_runs(ks).values()},
     )
 
 
@@ -220,7 +224,7 @@ def augment_and_encode(case: Case, k: int) -> tuple[Tensor, float]:
 
 def steer(case: Case, kind: Kind, features: Tensor, k: int) -> Tensor:
     """Steer ``(B, D)`` features to the K augmentations and average: ``(B, D)``."""
-    return case.operators[kind][0].steer_many(features, case.params[k]).mean(dim=1)
+    return case.operators[kind, k][0].steer_many(features, case.params[k]).mean(dim=1)
 
 
 def encode_and_steer(case: Case, k: int) -> Tensor:
@@ -267,7 +271,7 @@ def repetition(case: Case, ks: tuple[int, ...], samples: Samples) -> None:
         seconds(lambda: encode(case.encoder, normalise(case.images), case.config.batch))
     )
     for name, (kind, k) in steer_runs(ks).items():
-        timer = case.operators[kind][1]
+        timer = case.operators[kind, k][1]
         timer.pop()
         samples.steer.setdefault(name, []).append(
             seconds(lambda kind=kind, k=k: steer(case, kind, case.features, k))
@@ -508,14 +512,15 @@ def markdown(
             "",
             *tta_table(results),
             "",
-            "Where the time goes: one encoder pass on the B images against the steering "
-            "product alone (`steer_many` + mean on precomputed features); **maps**: the part "
-            "of the steer spent building the maps from the parameters (hypernetwork U, V for "
-            "low_rank; `maps()` for exponential and full). **(a) encode per image**: encoder "
-            "time of (a) divided by its B K images. The last column is the TTA speedup each "
-            "kind would give, (a) / (encode(B) + steer), per repetition. Under load, OpenMP's "
-            "default spin-waiting inflates the small workloads of (b) (see the module "
-            "docstring): compare encode(B) per image with (a) encode per image.",
+            "Where the time goes: one encoder pass on the B images against the steering product "
+            "alone (`steer_many` + mean on precomputed features); **maps**: the part of the steer"
+            " spent building the maps from the parameters (hypernetwork U, V for low_rank; "
+            "`maps()` for exponential and full), 0 when `steer_many` reuses them (one operator "
+            "per kind and K, built on its first call). **(a) encode per image**: encoder time of "
+            "(a) divided by its B K images. The last column is the TTA speedup each kind would "
+            "give, (a) / (encode(B) + steer), per repetition. Under load, OpenMP's default spin-"
+            "waiting inflates the small workloads of (b) (see the module docstring): compare "
+            "encode(B) per image with (a) encode per image.",
             "",
             *time_table(results),
             "",

@@ -32,6 +32,14 @@ def machine() -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        # how freed memory is returned to the OS (glibc malloc), which sets how often large
+        # tensors are page-faulted afresh: see step_time.py
+        "allocator": " ".join(
+            f"{k}={os.environ[k]}"
+            for k in ("LD_PRELOAD", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+            if k in os.environ
+        )
+        or "glibc malloc, default settings",
         "load_average_1min": os.getloadavg()[0],
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -47,6 +47,22 @@ def machine() -> dict[str, object]:
     }
 
 
+def synchronize() -> None:
+    """Wait for queued CUDA work, if CUDA is in use (timings of a GPU run); a no-op on CPU."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--device`` (default cpu), where ``what`` runs (``gpu_check.sh``: cuda)."""
+    parser.add_argument(
+        "--device",
+        type=torch.device,
+        default=torch.device("cpu"),
+        help=f"where {what} runs (default: cpu; benchmarks/gpu_check.sh passes cuda)",
+    )
+
+
 def add_output_options(parser: argparse.ArgumentParser, name: str, quick: str) -> None:
     """Add ``--out``, ``--quick`` (its help: ``quick``) and ``--seed``, alike in every benchmark."""
     parser.add_argument(

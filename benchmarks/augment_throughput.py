@@ -31,7 +31,8 @@ pipelines (lightly's are de-normalised): the mean and std over images of the per
 and of the per-channel spatial std (averaged over channels), and the fraction of grayscale
 views. ``z`` is the difference over its standard error (both samples treated as independent).
 
-CPU only by design: both pipelines run where a ``DataLoader`` worker runs them. Run (needs
+lightly's pipeline runs on the CPU, where a ``DataLoader`` worker runs it; ``--device cuda``
+puts the plugin's on the GPU (``benchmarks/gpu_check.sh``). Run (needs
 ``pip install "equimod-plugin[bench]"``: lightly and scikit-image)::
 
     PYTHONPATH=. python benchmarks/augment_throughput.py            # about 1-2 minutes
@@ -57,7 +58,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
-from _report import add_output_options, machine, output_dir, require
+from _report import add_device_option, add_output_options, machine, output_dir, require, synchronize
 from torch import Tensor
 
 from equimod_plugin import augment
@@ -97,6 +98,7 @@ class Config:
     stats_images: int
     stats_size: int = 32
     seed: int = 0
+    device: str = "cpu"  # where the plugin runs (lightly: always the CPU, as in a DataLoader)
 
 
 FULL = Config(batch_size=256, reps={32: 5, 224: 3}, stats_images=1024)
@@ -170,24 +172,28 @@ def lightly_pipeline(images: Sequence[Image.Image], size: int) -> Pipeline:
 
 
 def plugin_pipeline(batch: Tensor, size: int, normalize: bool = True) -> Pipeline:
-    """The plugin's BYOL views 1 and 2 on the whole batch, optionally normalised."""
+    """The plugin's BYOL views 1 and 2 on the whole batch (on its device), optionally
+    normalised."""
     # lightly's recipe at every size: bilinear crops, PIL blur up to sigma 2 (kernel 23 here)
     recipe = {"interpolation": "bilinear", "blur_kernel": 23}
     aug1, aug2 = augment.byol(size, view=1, **recipe), augment.byol(size, view=2, **recipe)
+    mean, std = MEAN.to(batch.device), STD.to(batch.device)
 
     def run() -> tuple[Tensor, Tensor]:
         v1, v2 = aug1(batch)[0], aug2(batch)[0]
         if normalize:  # in place: the views are this function's own tensors
-            return v1.sub_(MEAN).div_(STD), v2.sub_(MEAN).div_(STD)
+            return v1.sub_(mean).div_(std), v2.sub_(mean).div_(std)
         return v1, v2
 
     return run
 
 
 def seconds(pipeline: Pipeline) -> float:
-    """Wall-clock seconds of one call."""
+    """Wall-clock seconds of one call (and of its queued GPU work)."""
+    synchronize()
     start = time.perf_counter()
     pipeline()
+    synchronize()
     return time.perf_counter() - start
 
 
@@ -198,7 +204,7 @@ def time_size(photos: Sequence[np.ndarray], size: int, config: Config) -> Timing
     plugin with ``THREADS`` and with one (a per-core comparison). Repetition 0 is a warm-up.
     """
     images = random_crops(photos, config.batch_size, size, config.seed + size)
-    plugin = plugin_pipeline(to_batch(images), size)
+    plugin = plugin_pipeline(to_batch(images).to(config.device), size)
     runs = {
         "lightly": (lightly_pipeline(images, size), 1),
         "plugin": (plugin, THREADS),
@@ -252,7 +258,10 @@ def compare_stats(photos: Sequence[np.ndarray], config: Config) -> list[dict[str
     size = config.stats_size
     images = random_crops(photos, config.stats_images, size, config.seed + 1)
     lightly_views = [v * STD + MEAN for v in lightly_pipeline(images, size)()]
-    plugin_views = plugin_pipeline(to_batch(images), size, normalize=False)()
+    plugin_views = [
+        v.cpu()
+        for v in plugin_pipeline(to_batch(images).to(config.device), size, normalize=False)()
+    ]
     rows = []
     for view, lv, pv in zip((1, 2), lightly_views, plugin_views, strict=True):
         ls, ps = view_stats(lv), view_stats(pv)
@@ -278,7 +287,8 @@ def markdown(
     lines = [
         "# BYOL augmentation throughput: equimod_plugin vs lightly",
         "",
-        f"{hw['cpu']}, {hw['cpu_count']} cores, torch threads: lightly 1, plugin {THREADS} "
+        f"{hw['cpu']}, {hw['cpu_count']} cores, plugin on {hw['device']}, "
+        f"torch threads: lightly 1, plugin {THREADS} "
         f"(and 1), load average {hw['load_average_1min']:.1f} at start, "
         f"torch {hw['torch']}, lightly {hw['lightly']}, {hw['date']}.",
         "",
@@ -334,13 +344,14 @@ def markdown(
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_output_options(parser, "augment_throughput", quick="tiny smoke run (B = 8, 1 rep)")
+    add_device_option(parser, "the plugin")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     require(MISSING)
-    config = replace(QUICK if args.quick else FULL, seed=args.seed)
+    config = replace(QUICK if args.quick else FULL, seed=args.seed, device=str(args.device))
     out = output_dir(args, "augment_throughput")
     print(f"seed {config.seed}; writing to {out}")
     torch.set_num_threads(THREADS)
@@ -348,7 +359,7 @@ def main() -> None:
     np.random.seed(config.seed)
     random.seed(config.seed)
     photos = load_photos()
-    hw = hardware()
+    hw = {**hardware(), "device": config.device}
     timings = [time_size(photos, size, config) for size in sorted(config.reps)]
     stats = compare_stats(photos, config)
     bandwidth = {n: copy_bandwidth(n) for n in (1, THREADS)}

@@ -53,7 +53,8 @@ resnet18 at 32 px whose feature maps are tiny. Compare with ``--threads 1`` ther
 With ``--profile``, one plain and one wrapped step per case also run under
 ``torch.profiler`` and the top operators by self CPU time are appended to the report.
 
-CPU only by design (process CPU time, CPU profiles). Run (needs ``pip install
+``--device cuda`` runs the models and the augmentation on the GPU (``benchmarks/gpu_check.sh``);
+the process CPU time then measures the host's share. Run (needs ``pip install
 "equimod-plugin[bench]"``: lightly)::
 
     PYTHONPATH=. python benchmarks/step_time.py            # ~5 min of CPU on 2 cores
@@ -78,7 +79,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
-from _report import add_output_options, machine, output_dir, require
+from _report import add_device_option, add_output_options, machine, output_dir, require, synchronize
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -118,6 +119,7 @@ class Config:
     warmup: int
     reps: int
     seed: int = 0
+    device: str = "cpu"
 
 
 FULL = Config(backbones=("convnet6", "resnet18"), batch_sizes=(128,), warmup=1, reps=10)
@@ -242,7 +244,8 @@ def optimize(loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
 
 
 def clocks() -> tuple[float, float]:
-    """Wall-clock and process CPU time (all threads), in seconds."""
+    """Wall-clock and process CPU time (all threads), in seconds, after queued GPU work."""
+    synchronize()
     return time.perf_counter(), time.process_time()
 
 
@@ -289,10 +292,11 @@ class Case:
     aug_timer: HookTimer
 
 
-def build_case(backbone: str, batch_size: int) -> Case:
-    """Plain and wrapped BYOL with equal initial weights, their optimizers and inputs."""
+def build_case(backbone: str, batch_size: int, device: str = "cpu") -> Case:
+    """Plain and wrapped BYOL with equal initial weights, their optimizers and inputs, on
+    ``device``."""
     make_backbone, feature_dim = BACKBONES[backbone]
-    plain_model = BYOL(make_backbone(), feature_dim)
+    plain_model = BYOL(make_backbone(), feature_dim).to(device)
     wrapped_model = copy.deepcopy(plain_model)
     attach(
         wrapped_model,
@@ -304,8 +308,9 @@ def build_case(backbone: str, batch_size: int) -> Case:
     criterion = NegativeCosineSimilarity()
     plain_opt = torch.optim.SGD(plain_model.parameters(), lr=LR)
     wrapped_opt = torch.optim.SGD(wrapped_model.parameters(), lr=LR)
-    images = torch.rand(batch_size, 3, SIZE, SIZE)
-    x0, x1 = ((aug(images)[0] - MEAN) / STD for aug in wrapped_model.equivariance.augments)
+    images = torch.rand(batch_size, 3, SIZE, SIZE).to(device)
+    mean, std = MEAN.to(device), STD.to(device)
+    x0, x1 = ((aug(images)[0] - mean) / std for aug in wrapped_model.equivariance.augments)
     aug_timer = HookTimer(list(wrapped_model.equivariance.augments))
 
     def plain() -> None:
@@ -341,7 +346,7 @@ def head_step(model: BYOL, images: Tensor) -> Callable[[], None]:
 def time_case(backbone: str, batch_size: int, config: Config) -> tuple[Timing, Case]:
     """Warm-up, then interleaved repetitions of plain, wrapped and head."""
     torch.manual_seed(config.seed)
-    case = build_case(backbone, batch_size)
+    case = build_case(backbone, batch_size, config.device)
     for _ in range(config.warmup):
         case.plain()
         case.wrapped()
@@ -376,15 +381,16 @@ def hardware(config: Config) -> dict[str, object]:
         "reps": config.reps,
         "warmup": config.warmup,
         "seed": config.seed,
+        "device": config.device,
     }
 
 
 def markdown(hw: dict[str, object], timings: list[Timing], profiles: dict[str, str]) -> str:
     """The report: hardware line, wall-clock table, CPU-time table and any profiles."""
     lines = [
-        "# BYOL training step with and without the EquiMod term (CPU)",
+        f"# BYOL training step with and without the EquiMod term ({hw['device']})",
         "",
-        f"{hw['cpu']}, {hw['torch_threads']} of {hw['cpu_count']} cores used "
+        f"On {hw['device']}; {hw['cpu']}, {hw['torch_threads']} of {hw['cpu_count']} cores used "
         f"(torch.set_num_threads), allocator: {hw['allocator']}, torch {hw['torch']}, "
         f"lightly {hw['lightly']}, "
         f"{hw['date']}; batch size B = {hw['batch_sizes']}, images {SIZE} x {SIZE}, "
@@ -434,6 +440,7 @@ def markdown(hw: dict[str, object], timings: list[Timing], profiles: dict[str, s
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_output_options(parser, "step_time", quick="tiny smoke run (B = 8, 2 reps)")
+    add_device_option(parser, "both models and the augmentation")
     parser.add_argument(
         "--batch-sizes",
         type=int,
@@ -452,7 +459,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     require(MISSING)
-    config = replace(QUICK if args.quick else FULL, seed=args.seed)
+    config = replace(QUICK if args.quick else FULL, seed=args.seed, device=str(args.device))
     if args.batch_sizes:
         config = replace(config, batch_sizes=tuple(args.batch_sizes))
     out = output_dir(args, "step_time")

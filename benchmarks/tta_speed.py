@@ -42,7 +42,8 @@ B images of (b), the steering product) several times slower per image than the l
 of (a), which lowers the measured speedup. The report records the load average and
 ``OMP_WAIT_POLICY``; setting ``OMP_WAIT_POLICY=PASSIVE`` in the environment reduces the effect.
 
-CPU only by design. Run (needs ``pip install "equimod-plugin[bench]"``: torchvision)::
+``--device cuda`` runs it on the GPU (``benchmarks/gpu_check.sh``). Run (needs
+``pip install "equimod-plugin[bench]"``: torchvision)::
 
     PYTHONPATH=. python benchmarks/tta_speed.py            # 7 to 15+ minutes, with the load
     PYTHONPATH=. python benchmarks/tta_speed.py --quick    # smoke run, temp dir
@@ -65,7 +66,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-from _report import add_output_options, machine, output_dir, require
+from _report import add_device_option, add_output_options, machine, output_dir, require, synchronize
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -144,10 +145,12 @@ class CallTimer:
         self.seconds = 0.0
 
     def __call__(self, *args: object, **kwargs: object) -> object:
+        synchronize()
         start = time.perf_counter()
         try:
             return self.fn(*args, **kwargs)
         finally:
+            synchronize()
             self.seconds += time.perf_counter() - start
 
     def pop(self) -> float:
@@ -162,7 +165,7 @@ def resnet18() -> nn.Sequential:
 
 
 def normalise(images: Tensor) -> Tensor:
-    return (images - MEAN) / STD
+    return (images - MEAN.to(images.device)) / STD.to(images.device)
 
 
 def encode(encoder: nn.Module, images: Tensor, chunk: int) -> Tensor:
@@ -170,9 +173,13 @@ def encode(encoder: nn.Module, images: Tensor, chunk: int) -> Tensor:
     return torch.cat([encoder(part).flatten(1) for part in images.split(chunk)])
 
 
-def operator(kind: Kind, aug: ParamAugment) -> tuple[SteeringOperator, CallTimer]:
-    """An untrained operator of ``kind`` and a timer around the method that builds its maps."""
-    op = SteeringOperator(DIM, PARAM_DIM, kind=kind, identity=aug.identity_params(1)[0]).eval()
+def operator(
+    kind: Kind, aug: ParamAugment, device: torch.device
+) -> tuple[SteeringOperator, CallTimer]:
+    """An untrained operator of ``kind`` on ``device`` and a timer around the method that
+    builds its maps."""
+    identity = aug.identity_params(1)[0]
+    op = SteeringOperator(DIM, PARAM_DIM, kind=kind, identity=identity).eval().to(device)
     name = "_low_rank" if isinstance(op, LowRankSteering) else "_maps"
     timer = CallTimer(getattr(op, name))
     setattr(op, name, timer)
@@ -192,13 +199,13 @@ class Case:
     operators: dict[tuple[Kind, int], tuple[SteeringOperator, CallTimer]]
 
 
-def build_case(config: SizeConfig, ks: tuple[int, ...], seed: int) -> Case:
+def build_case(config: SizeConfig, ks: tuple[int, ...], seed: int, device: torch.device) -> Case:
     torch.manual_seed(seed)
     aug = augment.byol(config.size, view=1, interpolation="bilinear", blur_kernel=23)
-    encoder = resnet18()
-    images = torch.rand(config.batch, 3, config.size, config.size)
+    encoder = resnet18().to(device)
+    images = torch.rand(config.batch, 3, config.size, config.size).to(device)
     generator = torch.Generator().manual_seed(seed)
-    params = {k: tta_params(aug, k, (config.size, config.size), generator) for k in ks}
+    params = {k: tta_params(aug, k, (config.size, config.size), generator).to(device) for k in ks}
     return Case(
         config=config,
         encoder=encoder,
@@ -208,15 +215,17 @@ def build_case(config: SizeConfig, ks: tuple[int, ...], seed: int) -> Case:
         params=params,
         # one operator per kind and K, as one per TTA set-up: steer_many reuses what it
         # builds from its K parameter sets
-        operators={run: operator(run[0], aug) for run in steer_runs(ks).values()},
+        operators={run: operator(run[0], aug, device) for run in steer_runs(ks).values()},
     )
 
 
 def augment_and_encode(case: Case, k: int) -> tuple[Tensor, float]:
     """(a): the mean embedding ``(B, D)`` and the seconds spent augmenting and normalising."""
+    synchronize()
     start = time.perf_counter()
     views, _ = case.aug(case.images.repeat_interleave(k, dim=0))
     views = normalise(views)
+    synchronize()
     aug_seconds = time.perf_counter() - start
     features = encode(case.encoder, views, case.config.chunk)
     return features.unflatten(0, (-1, k)).mean(dim=1), aug_seconds
@@ -234,9 +243,11 @@ def encode_and_steer(case: Case, k: int) -> Tensor:
 
 
 def seconds(fn: Callable[[], object]) -> float:
-    """Wall-clock seconds of one call."""
+    """Wall-clock seconds of one call (and of its queued GPU work)."""
+    synchronize()
     start = time.perf_counter()
     fn()
+    synchronize()
     return time.perf_counter() - start
 
 
@@ -292,8 +303,8 @@ def warm_up(case: Case, ks: tuple[int, ...]) -> None:
         steer(case, kind, case.features, k)
 
 
-def measure(config: SizeConfig, ks: tuple[int, ...], seed: int) -> Samples:
-    case = build_case(config, ks, seed)
+def measure(config: SizeConfig, ks: tuple[int, ...], seed: int, device: torch.device) -> Samples:
+    case = build_case(config, ks, seed, device)
     with torch.no_grad():
         check_shapes(case, min(ks))
         warm_up(case, ks)
@@ -367,12 +378,21 @@ def summarise(config: SizeConfig, ks: tuple[int, ...], s: Samples) -> dict[str, 
     }
 
 
-def peak_mb(fn: Callable[[], object]) -> float:
-    """Peak CPU memory (MB) allocated by torch during ``fn()`` above what existed before it.
+def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak memory (MB) allocated by torch on ``device`` during ``fn()`` above what existed
+    before it.
 
-    From ``torch.profiler``'s memory events: each operator's own allocations (at its start)
-    and every free, in time order; the running sum's maximum.
+    CPU: from ``torch.profiler``'s memory events, each operator's own allocations (at its
+    start) and every free, in time order; the running sum's maximum. CUDA: the allocator's
+    peak statistic.
     """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 1e6
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     changes = sorted(
@@ -387,28 +407,24 @@ def peak_mb(fn: Callable[[], object]) -> float:
     return peak / 1e6
 
 
-def memory(config: MemoryConfig, seed: int) -> dict[str, float | int]:
+def memory(config: MemoryConfig, seed: int, device: torch.device) -> dict[str, float | int]:
     """Peak memory of ``steer_many`` (first call, and later calls reusing the factors) and of
     ``SteeredTTA.steer`` (with the dispersion score), against resnet50's inference step."""
     torch.manual_seed(seed)
     aug = augment.byol(config.size, view=1)
-    params = tta_params(
-        aug, config.k, (config.size, config.size), torch.Generator().manual_seed(seed)
-    )
-    features = torch.randn(config.batch, config.dim)
-
-    def steering() -> SteeringOperator:
-        return SteeringOperator(config.dim, PARAM_DIM, identity=aug.identity_params(1)[0]).eval()
-
+    generator = torch.Generator().manual_seed(seed)
+    params = tta_params(aug, config.k, (config.size, config.size), generator).to(device)
+    features = torch.randn(config.batch, config.dim).to(device)
+    identity = aug.identity_params(1)[0]
+    op = SteeringOperator(config.dim, PARAM_DIM, identity=identity).eval().to(device)
     resnet = torchvision.models.resnet50()
-    encoder = nn.Sequential(*list(resnet.children())[:-1]).eval()
-    images = torch.rand(config.batch, 3, config.size, config.size)
+    encoder = nn.Sequential(*list(resnet.children())[:-1]).eval().to(device)
+    images = torch.rand(config.batch, 3, config.size, config.size).to(device)
     with torch.no_grad():
-        op = steering()
-        first = peak_mb(lambda: op.steer_many(features, params))
-        reused = peak_mb(lambda: op.steer_many(features, params))
-        tta = peak_mb(lambda: SteeredTTA(nn.Identity(), op, params).steer(features))
-        inference = peak_mb(lambda: encoder(normalise(images)).flatten(1))
+        first = peak_mb(lambda: op.steer_many(features, params), device)
+        reused = peak_mb(lambda: op.steer_many(features, params), device)
+        tta = peak_mb(lambda: SteeredTTA(nn.Identity(), op, params).steer(features), device)
+        inference = peak_mb(lambda: encoder(normalise(images)).flatten(1), device)
     output = config.batch * config.k * config.dim * 4 / 1e6
     return {
         **asdict(config),
@@ -425,7 +441,8 @@ def memory(config: MemoryConfig, seed: int) -> dict[str, float | int]:
 
 def memory_table(m: dict[str, float | int]) -> list[str]:
     return [
-        f"Peak memory (MB, torch's CPU allocations during the call, from `torch.profiler`), "
+        "Peak memory (MB, torch's allocations during the call: on CPU from `torch.profiler`, "
+        "on CUDA the allocator's peak), "
         f"D = {m['dim']}, B = {m['batch']}, K = {m['k']}: the `(B, K, D)` output is "
         f"{m['output_mb']:.0f} MB; the inference step is resnet50 (D = 2048, no classifier, "
         f"eval, no_grad) on B images of {m['size']} px. Target: `steer_many`'s memory beyond "
@@ -491,9 +508,11 @@ def markdown(
     sizes = ", ".join(f"B = {r['batch']} at {r['size']} px" for r in results)
     return "\n".join(
         [
-            "# Test-time augmentation: augment and re-encode vs encode once and steer (CPU)",
+            "# Test-time augmentation: augment and re-encode vs encode once and steer "
+            f"({hw['device']})",
             "",
-            f"{hw['cpu']}, {hw['torch_threads']} of {hw['cpu_count']} cores used "
+            f"On {hw['device']}; {hw['cpu']}, {hw['torch_threads']} of {hw['cpu_count']} "
+            "cores used "
             f"(torch.set_num_threads), torch {hw['torch']}, torchvision {hw['torchvision']}, "
             f"{hw['date']}; resnet18 (D = {DIM}, eval, no_grad), {sizes}. Shared machine: "
             f"1-minute load average {hw['load_average_start']:.1f} at the start, "
@@ -533,6 +552,7 @@ def markdown(
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_output_options(parser, "tta_speed", quick="tiny smoke run (1 repetition)")
+    add_device_option(parser, "the encoder, the augmentation and the steering")
     return parser.parse_args()
 
 
@@ -544,14 +564,14 @@ def main() -> None:
     print(f"seed {config.seed}; writing to {out}")
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    hw = hardware()
+    hw = {**hardware(), "device": str(args.device)}
     results, raw = [], []
     for size_config in config.sizes:
-        samples = measure(size_config, config.ks, config.seed)
+        samples = measure(size_config, config.ks, config.seed, args.device)
         results.append(summarise(size_config, config.ks, samples))
         raw.append({"config": asdict(size_config), "samples": asdict(samples)})
         print(f"S={size_config.size}: {json.dumps(results[-1])}", flush=True)
-    mem = memory(config.memory, config.seed)
+    mem = memory(config.memory, config.seed, args.device)
     print(f"memory: {json.dumps(mem)}", flush=True)
     hw.update(elapsed_s=time.perf_counter() - start, load_average_end=os.getloadavg()[0])
     report = markdown(hw, results, mem)

@@ -65,3 +65,21 @@ def test_augment_throughput_reports_the_distance_to_memory_speed(tmp_path: Path)
     report = quick_run("augment_throughput", tmp_path)
     assert all(v > 0 for v in report["copy_bandwidth_bytes_per_s"].values())
     assert report["bytes_per_image"] == {"32": 36864, "224": 1806336}
+
+
+def test_gpu_check_says_what_it_needs_on_a_machine_without_cuda() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: run benchmarks/gpu_check.sh itself")
+    run = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode != 0
+    assert "gpu_check.sh needs a CUDA GPU" in run.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["augment_throughput", "step_time", "tta_speed"])
+def test_benchmarks_take_a_device_and_name_it(script: str, tmp_path: Path) -> None:
+    report = quick_run(script, tmp_path, "--device", "cpu")
+    assert report["hardware"]["device"] == "cpu"

@@ -53,11 +53,19 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def torch_device(name: str) -> torch.device:
+    """The type of ``--device``: a bad name is an error of the option, not a traceback."""
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:
     """Add ``--device`` (default cpu), where ``what`` runs (``gpu_check.sh``: cuda)."""
     parser.add_argument(
         "--device",
-        type=torch.device,
+        type=torch_device,
         default=torch.device("cpu"),
         help=f"where {what} runs (default: cpu; benchmarks/gpu_check.sh passes cuda)",
     )

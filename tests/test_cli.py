@@ -41,7 +41,7 @@ BENCHMARKS = [
     "benchmarks/tta_speed.py",
 ]
 EXPERIMENTS = ["experiments/augmentation_report.py", "experiments/steering_eval.py"]
-TRAINING = {*EXAMPLES, *EXPERIMENTS}  # they take --device and --seed; the CPU benchmarks --seed
+TRAINING = {*EXAMPLES, *EXPERIMENTS, *BENCHMARKS}  # they take --device and --seed
 # what the benchmarks and experiments import from their extras (the core: torch, kornia, numpy)
 OPTIONAL = [
     "lightly",

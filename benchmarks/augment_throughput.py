@@ -101,7 +101,7 @@ class Config:
     device: str = "cpu"  # where the plugin runs (lightly: always the CPU, as in a DataLoader)
 
 
-FULL = Config(batch_size=256, reps={32: 5, 224: 3}, stats_images=1024)
+FULL = Config(batch_size=256, reps={32: 7, 224: 7}, stats_images=1024)
 QUICK = Config(batch_size=8, reps={32: 1, 224: 1}, stats_images=32)
 
 

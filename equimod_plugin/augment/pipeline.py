@@ -20,7 +20,7 @@ from equimod_plugin.augment.ops import (
     check_int,
 )
 
-_CHUNK_ELEMENTS = 2**21  # pixel values applied at a time by default (8 MB in float32)
+_CHUNK_ELEMENTS = 2**20  # pixel values applied at a time by default (4 MB in float32)
 
 
 class ParamAugment(ParamSampler, nn.Module):
@@ -37,8 +37,8 @@ class ParamAugment(ParamSampler, nn.Module):
             a :class:`~equimod_plugin.augment.ops.GaussianBlur` after it is checked to fit
             that size (``ValueError`` naming ``kernel_size`` otherwise).
         encoding: the layout's encoding; must match the operations' own.
-        chunk_size: samples applied at a time; default: as many as fit in about 8 MB of
-            pixels (the whole batch at 32 px, ~13 images at 224 px), which keeps the many
+        chunk_size: samples applied at a time; default: as many as fit in about 4 MB of
+            pixels (the whole batch at 32 px, 6 images at 224 px), which keeps the many
             per-pixel passes cache-friendly on CPU. Every op works per sample, so the views
             depend on it only through floating-point rounding (vectorised kernels may group
             samples differently): equal within ``1e-6``, not bit for bit.

@@ -116,3 +116,13 @@ def test_jitter_leaves_samples_it_does_not_apply_to_exactly_unchanged() -> None:
     out = AF.color_jitter(x, apply, order, factors)
     assert torch.equal(out[~apply], x[~apply])
     assert not torch.allclose(out[apply], x[apply])
+
+
+@pytest.mark.parametrize("size", [16, 72])  # below and above CHANNELS_LAST_PIXELS
+def test_blur_is_torchvision_gaussian_blur_in_both_layouts(size: int) -> None:
+    assert (size * size >= AF.CHANNELS_LAST_PIXELS) == (size == 72)
+    x = _images(11, b=4, size=size)
+    sigma = torch.tensor([0.1, 0.7, 1.3, 2.0])
+    out = AF.gaussian_blur(x, torch.ones(4, dtype=torch.bool), sigma, 23)
+    for image, s, o in zip(x, sigma.tolist(), out, strict=True):
+        torch.testing.assert_close(o, TF.gaussian_blur(image, [23, 23], [s, s]), atol=1e-5, rtol=0)

@@ -5,7 +5,8 @@ one row per sample. The formulas follow torchvision's tensor transforms (the one
 transforms use), with the differences documented per function. Half-precision images
 (``float16``, ``bfloat16``) are computed in float32 (:func:`compute_dtype`) and rounded back
 once at the end, so they differ from float32 results only by that rounding. No function
-writes into its input.
+writes into its input (but :func:`apply_to_samples` with ``inplace=True``, on a buffer its
+caller owns).
 
 Speed on CPU (``benchmarks/augment_throughput.py``): per-pixel work is plain arithmetic on
 float tensors. A gated operation computes only the samples it applies to on CPU, and the

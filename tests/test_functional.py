@@ -126,3 +126,20 @@ def test_blur_is_torchvision_gaussian_blur_in_both_layouts(size: int) -> None:
     out = AF.gaussian_blur(x, torch.ones(4, dtype=torch.bool), sigma, 23)
     for image, s, o in zip(x, sigma.tolist(), out, strict=True):
         torch.testing.assert_close(o, TF.gaussian_blur(image, [23, 23], [s, s]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("jitter", ["ColorJitter", "ColorJiggle"])
+def test_kornia_colour_jitters_match_on_both_selection_paths(jitter: str) -> None:
+    K = pytest.importorskip("kornia.augmentation")
+    aug = augment.from_kornia(
+        [getattr(K, jitter)(0.4, 0.4, 0.4, 0.1, p=0.5)], jitter_order="per_sample"
+    )
+    x = _images(13, b=16, size=12)
+    params = aug.sample(x, generator=torch.Generator().manual_seed(0))
+    with selection(True):
+        sparse, _ = aug(x, params=params)
+    with selection(False):
+        dense, _ = aug(x, params=params)
+    torch.testing.assert_close(dense, sparse, atol=1e-6, rtol=0)
+    skipped = params[:, 0] == 0
+    assert skipped.any() and torch.equal(sparse[skipped], x[skipped])

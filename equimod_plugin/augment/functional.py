@@ -299,12 +299,12 @@ def color_jitter(x: Tensor, apply: Tensor, order: Tensor, factors: Tensor) -> Te
     one, zero = x.new_ones(()), x.new_zeros(())
     for step in range(4):
         op = torch.where(apply, order[:, step], -1)
-        is_contrast = op == CONTRAST
+        is_contrast, is_saturation = op == CONTRAST, op == SATURATION
         scale = torch.where(op == BRIGHTNESS, bright, one)
         scale = torch.where(is_contrast, contrast, scale)
-        scale = torch.where(op == SATURATION, sat, scale)
+        scale = torch.where(is_saturation, sat, scale)
         gray = luma(x)
-        gray_weight = torch.where(op == SATURATION, 1 - sat, zero)
+        gray_weight = torch.where(is_saturation, 1 - sat, zero)
         offset = torch.where(is_contrast, (1 - contrast) * gray.mean(dim=(1, 2, 3)), zero)
         x.mul_(scale.view(-1, 1, 1, 1)).addcmul_(gray, gray_weight.view(-1, 1, 1, 1))
         x.add_(offset.view(-1, 1, 1, 1)).clamp_(0, 1)

@@ -35,6 +35,7 @@ from kornia.geometry.transform import crop_by_indices
 from torch import Tensor, nn
 
 from equimod_plugin.augment.adapt import as_range, assemble, check_encoding, check_fields
+from equimod_plugin.augment.functional import apply_to_samples
 from equimod_plugin.augment.layout import Encoding, Standardization
 from equimod_plugin.augment.ops import (
     Batch,
@@ -238,18 +239,16 @@ class KorniaColorJitter(TorchvisionColorJitter):
         return {"order": order, "factors": factors}
 
     def apply_transform(self, x: Tensor, raw: dict[str, Tensor]) -> Tensor:
-        idx = raw["applied"].nonzero().squeeze(1)
-        if idx.numel() == 0:
-            return x
-        y, order, factors = x[idx], raw["order"][idx], raw["factors"][idx]
-        factors = factors.to(x.dtype)
         steps = _STEPS[self.formulas]
-        for step in range(4):
-            for k, fn in enumerate(steps):
-                sel = ((order[:, step] == k) & (factors[:, k] != _NEUTRAL[k])).nonzero().squeeze(1)
-                if sel.numel():
-                    y = y.index_copy(0, sel, fn(y[sel], factors[sel, k]))
-        return x.index_copy(0, idx, y.clamp(0, 1))
+
+        def jitter(images: Tensor, order: Tensor, factors: Tensor) -> Tensor:
+            for step in range(4):
+                for k, fn in enumerate(steps):
+                    sel = (order[:, step] == k) & (factors[:, k] != _NEUTRAL[k])
+                    images = apply_to_samples(images, sel, fn, factors[:, k])
+            return images.clamp(0, 1)
+
+        return apply_to_samples(x, raw["applied"], jitter, raw["order"], raw["factors"].to(x.dtype))
 
 
 class KorniaGrayscale(RandomGrayscale):

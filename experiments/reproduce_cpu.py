@@ -143,13 +143,24 @@ class SimCLR(nn.Module):
         return self.projection_head(self.backbone(x).flatten(1))
 
 
+def base_method(method: str) -> str:
+    """``"byol"`` or ``"simclr"``: the invariance method of ``method`` (random init: BYOL's model)."""
+    return "byol" if method == RANDOM_INIT else method.partition("+")[0]
+
+
+def training_views(method: str) -> augment.ParamAugment | tuple[augment.ParamAugment, augment.ParamAugment]:
+    """The augmentation a run of ``method`` trains with: BYOL's two views, or SimCLR's one recipe (both views)."""
+    if base_method(method) == "byol":
+        return augment.byol_views(32, variant="cifar")
+    return augment.simclr(32, variant="cifar")
+
+
 def build(method: str, config: Config) -> tuple[nn.Module, EquivarianceBranch]:
     """The model and its branch; the baselines' term is a :class:`~equimod_plugin.terms.Monitor`."""
-    base, _, extra = method.partition("+")
-    base = "byol" if method == RANDOM_INIT else base
+    base, extra = base_method(method), method.partition("+")[2]
     backbone = convnet()
     model = BYOL(backbone, dim=32) if base == "byol" else SimCLR(backbone, dim=32)
-    views = augment.byol_views(32, variant="cifar") if base == "byol" else augment.simclr(32, variant="cifar")
+    views = training_views(method)
     if extra in STEERING:
         branch = steering_branch(backbone, views, **STEERING[extra])
     else:

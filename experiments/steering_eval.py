@@ -90,11 +90,6 @@ METHODS = (
 )
 
 
-def base_method(method: str) -> str:
-    """``"byol"`` or ``"simclr"``: the invariance method of a row (random init: BYOL's model)."""
-    return "byol" if method == "random-init" else method.partition("+")[0]
-
-
 @dataclass(frozen=True)
 class Config:
     corruptions: tuple[str, ...] = ("gaussian_noise", "motion_blur", "contrast", "brightness", "fog")
@@ -116,10 +111,9 @@ def corrupted(images: Tensor, name: str, severity: int, seed: int) -> Tensor:
 
 
 def views_pair(method: str) -> tuple[augment.ParamAugment, augment.ParamAugment]:
-    """The two views ``method`` was trained with (reproduce_cpu's CIFAR recipes)."""
-    if base_method(method) == "simclr":
-        return augment.simclr(32, variant="cifar"), augment.simclr(32, variant="cifar")
-    return augment.byol(32, view=1, variant="cifar"), augment.byol(32, view=2, variant="cifar")
+    """The two views ``method`` was trained with (SimCLR's: its one recipe, twice)."""
+    views = rc.training_views(method)
+    return views if isinstance(views, tuple) else (views, views)
 
 
 def encode(backbone: nn.Module, images: Tensor) -> Tensor:
@@ -197,7 +191,7 @@ def evaluate(model: nn.Module, method: str, config: Any, data: dict[str, Any], s
             result[f"cos_steered_{name}"] = mean_cos(operator(space(f_o), params), space(f_a))
             result[f"cos_unsteered_{name}"] = mean_cos(space(f_o), space(f_a))
         tta_operator = operators["joint" if joint else "posthoc"]
-        tta = SteeredTTA(nn.Identity(), tta_operator, data["tta_params"][base_method(method)])
+        tta = SteeredTTA(nn.Identity(), tta_operator, data["tta_params"][rc.base_method(method)])
 
         def scores(images: Tensor, f: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
             e = embed(f)
@@ -284,7 +278,7 @@ def goals(by: dict[str, list[dict[str, Any]]]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for method, runs in by.items():
-        base = by.get(base_method(method))
+        base = by.get(rc.base_method(method))
         if "+steering" not in method or base is None:
             continue
 

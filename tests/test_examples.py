@@ -79,6 +79,14 @@ def imported_modules(path: Path) -> list[tuple[int, int, str]]:
     return found
 
 
+def in_repository(origin: Path) -> bool:
+    """Whether a module file lies in the repository's own files: a virtualenv created inside
+    the checkout (``python -m venv .venv``) holds installed packages, not the repository's."""
+    origin = origin.resolve()
+    installed = any(part in ("site-packages", "dist-packages") for part in origin.parts)
+    return origin.is_relative_to(REPO) and not installed
+
+
 def local_imports(path: Path) -> list[str]:
     """The imports of ``path`` that only work next to its siblings (or not at all)."""
     problems = []
@@ -92,7 +100,7 @@ def local_imports(path: Path) -> list[str]:
             continue
         elif (spec := importlib.util.find_spec(name)) is None or spec.origin is None:
             problems.append(f"{where}: not an installed package")
-        elif name != "equimod_plugin" and Path(spec.origin).resolve().is_relative_to(REPO):
+        elif name != "equimod_plugin" and in_repository(Path(spec.origin)):
             problems.append(f"{where}: found in the repository at {spec.origin}, not installed")
     return problems
 
@@ -149,3 +157,9 @@ def test_smoke_data_rejects_a_transform_that_is_not_callable() -> None:
         FashionMNISTSample("resize", n=2)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
         FashionMNISTSample(n=2, split="val")
+
+
+def test_packages_of_a_virtualenv_inside_the_checkout_count_as_installed() -> None:
+    venv_package = REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "torch" / "__init__.py"
+    assert not in_repository(venv_package)
+    assert in_repository(REPO / "examples" / "quickstart.py")

@@ -22,13 +22,24 @@ What is measured, per backbone and batch size B of 32 x 32 images, in one run wi
   equivariance head and its NT-Xent loss.
 
 Backbones: a 6-layer, 32-wide convnet (conv3x3-BN-ReLU x 6 at full resolution, global average
-pool, D = 32) and torchvision's resnet18 with its ImageNet stem (D = 512). After warm-up the
-three measurements are interleaved (plain, wrapped, head, plain, ...); the report gives
-medians over repetitions, and the ratios wrapped / plain and head / (wrapped - aug) are
-computed per interleaved repetition, then their median taken. Targets: (wrapped - aug) /
-plain <= 1.45 and head <= 5 % of the wrapped step. The ideal ratio is about 1.4: the online
-backbone's forward and backward see 3B images instead of 2B, the momentum backbone's
-forward still 2B.
+pool, D = 32); torchvision's resnet18 with its ImageNet stem (D = 512), as lightly's example
+runs it on 32 px images; and ``resnet18-cifar``, resnet18 with the CIFAR stem the official
+EquiMod code and solo-learn's CIFAR recipes train on 32 px images (conv1 3x3 stride 1, no
+max-pool; D = 512). After warm-up the three measurements are interleaved (plain, wrapped,
+head, plain, ...); the report gives medians over repetitions, and the ratios wrapped / plain
+and head / (wrapped - aug) are computed per interleaved repetition, then their median taken.
+Targets: (wrapped - aug) / plain <= 1.45 and head <= 5 % of the wrapped step.
+
+The bound the computation sets: one step of each kind also runs under
+``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions, forward and
+backward; the FLOPs inside the augmentation calls are counted apart and left out), and the
+report gives the FLOP ratio (wrapped - aug) / plain and the head's FLOP share. The backbone
+alone would give 11/8 = 1.375 (the online backbone's forward and backward see 3B images
+instead of 2B, the momentum backbone's forward still 2B); the equivariance head adds its
+own FLOPs: its projector (hidden 2048, as in the official code) on 3B rows weighs as much
+as a backbone pass where the backbone is small (convnet6, or resnet18's ImageNet stem on
+32 px images, which shrinks the maps to 8 x 8 at once), and ~1 % next to resnet18-cifar.
+A step is compute-bound when its time ratio is near its FLOP ratio.
 
 The memory allocator matters on CPU. torch takes large tensors from glibc's malloc, which
 maps an allocation above its threshold (dynamic, at most 32 MB by default) fresh from the OS
@@ -75,13 +86,15 @@ import copy
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import torch
 from _report import add_device_option, add_output_options, machine, output_dir, require, synchronize
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from equimod_plugin import augment
 from equimod_plugin.augment.normalize import IMAGENET_NORMALIZE
@@ -122,8 +135,10 @@ class Config:
     device: str = "cpu"
 
 
-FULL = Config(backbones=("convnet6", "resnet18"), batch_sizes=(128,), warmup=1, reps=10)
-QUICK = Config(backbones=("convnet6", "resnet18"), batch_sizes=(8,), warmup=1, reps=2)
+FULL = Config(
+    backbones=("convnet6", "resnet18", "resnet18-cifar"), batch_sizes=(128,), warmup=1, reps=10
+)
+QUICK = replace(FULL, batch_sizes=(8,), reps=2)
 
 
 @dataclass(frozen=True)
@@ -158,17 +173,23 @@ class Samples:
 
 @dataclass(frozen=True)
 class Timing:
-    """Wall-clock and process CPU samples of one backbone and batch size."""
+    """Wall-clock and process CPU samples of one backbone and batch size, and its FLOPs."""
 
     backbone: str
     batch_size: int
     wall: Samples
     cpu: Samples
+    flops: Flops
 
     def raw(self) -> dict[str, object]:
         return {
             "backbone": self.backbone,
             "batch_size": self.batch_size,
+            "flops": {
+                **asdict(self.flops),
+                "ratio": self.flops.ratio,
+                "head_share": self.flops.head_share,
+            },
             **{
                 clock: {**asdict(samples), "net": samples.net, **samples.summary()}
                 for clock, samples in (("wall", self.wall), ("cpu", self.cpu))
@@ -220,9 +241,19 @@ def resnet18() -> nn.Sequential:
     return nn.Sequential(*list(resnet.children())[:-1])
 
 
+def resnet18_cifar() -> nn.Sequential:
+    """resnet18 with the CIFAR stem of the official EquiMod code (``src/model.py``) and
+    solo-learn's CIFAR recipes: conv1 3x3 stride 1, no max-pool."""
+    resnet = torchvision.models.resnet18()
+    resnet.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    resnet.maxpool = nn.Identity()
+    return nn.Sequential(*list(resnet.children())[:-1])
+
+
 BACKBONES: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "convnet6": (convnet6, 32),
     "resnet18": (resnet18, 512),
+    "resnet18-cifar": (resnet18_cifar, 512),
 }
 
 
@@ -289,6 +320,7 @@ class Case:
     plain: Callable[[], None]
     wrapped: Callable[[], None]
     head: Callable[[], None]
+    augments: list[nn.Module]
     aug_timer: HookTimer
 
 
@@ -311,7 +343,7 @@ def build_case(backbone: str, batch_size: int, device: str = "cpu") -> Case:
     images = torch.rand(batch_size, 3, SIZE, SIZE).to(device)
     mean, std = MEAN.to(device), STD.to(device)
     x0, x1 = ((aug(images)[0] - mean) / std for aug in wrapped_model.equivariance.augments)
-    aug_timer = HookTimer(list(wrapped_model.equivariance.augments))
+    augments = list(wrapped_model.equivariance.augments)
 
     def plain() -> None:
         optimize(byol_loss(plain_model, x0, x1, criterion), plain_opt)
@@ -321,7 +353,7 @@ def build_case(backbone: str, batch_size: int, device: str = "cpu") -> Case:
         loss = byol_loss(wrapped_model, v0, v1, criterion) + wrapped_model.equivariance.loss()
         optimize(loss, wrapped_opt)
 
-    return Case(plain, wrapped, head_step(wrapped_model, images), aug_timer)
+    return Case(plain, wrapped, head_step(wrapped_model, images), augments, HookTimer(augments))
 
 
 def head_step(model: BYOL, images: Tensor) -> Callable[[], None]:
@@ -343,14 +375,75 @@ def head_step(model: BYOL, images: Tensor) -> Callable[[], None]:
     return head
 
 
+@dataclass(frozen=True)
+class Flops:
+    """Floating-point operations of one step of each kind: matmuls and convolutions, forward
+    and backward, as ``torch.utils.flop_counter`` counts them (elementwise work is not)."""
+
+    plain: int
+    wrapped: int
+    aug: int
+    head: int
+
+    @property
+    def ratio(self) -> float:
+        """(wrapped - aug) / plain: the step-time ratio of a compute-bound step."""
+        return (self.wrapped - self.aug) / self.plain
+
+    @property
+    def head_share(self) -> float:
+        """head / (wrapped - aug)."""
+        return self.head / (self.wrapped - self.aug)
+
+
+def step_flops(step: Callable[[], None]) -> int:
+    """FLOPs of one call."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+@contextmanager
+def flops_inside(modules: Sequence[nn.Module]) -> Iterator[list[int]]:
+    """The FLOPs of each forward call of ``modules`` made inside the block, as a list."""
+    calls: list[int] = []
+    counters: list[FlopCounterMode] = []
+
+    def enter(*_: object) -> None:
+        counters.append(FlopCounterMode(display=False))
+        counters[-1].__enter__()
+
+    def leave(*_: object) -> None:
+        counter = counters.pop()
+        counter.__exit__(None, None, None)
+        calls.append(int(counter.get_total_flops()))
+
+    handles = [m.register_forward_pre_hook(enter) for m in modules]
+    handles += [m.register_forward_hook(leave) for m in modules]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def count_flops(case: Case) -> Flops:
+    """FLOPs of one plain, wrapped and head step; ``aug``: those inside the augmentation."""
+    with flops_inside(case.augments) as aug:
+        wrapped = step_flops(case.wrapped)
+    return Flops(step_flops(case.plain), wrapped, sum(aug), step_flops(case.head))
+
+
 def time_case(backbone: str, batch_size: int, config: Config) -> tuple[Timing, Case]:
-    """Warm-up, then interleaved repetitions of plain, wrapped and head."""
+    """Warm-up, one step of each kind counting FLOPs, then interleaved timed repetitions of
+    plain, wrapped and head."""
     torch.manual_seed(config.seed)
     case = build_case(backbone, batch_size, config.device)
     for _ in range(config.warmup):
         case.plain()
         case.wrapped()
         case.head()
+    flops = count_flops(case)
     case.aug_timer.pop()
     series: dict[str, list[tuple[float, float]]] = {
         m: [] for m in ("plain", "wrapped", "aug", "head")
@@ -361,7 +454,7 @@ def time_case(backbone: str, batch_size: int, config: Config) -> tuple[Timing, C
         series["aug"].append(case.aug_timer.pop())
         series["head"].append(seconds(case.head))
     wall, cpu = (Samples(**{m: [t[k] for t in ts] for m, ts in series.items()}) for k in (0, 1))
-    return Timing(backbone, batch_size, wall, cpu), case
+    return Timing(backbone, batch_size, wall, cpu, flops), case
 
 
 def top_ops(step: Callable[[], None]) -> str:
@@ -402,11 +495,15 @@ def markdown(hw: dict[str, object], timings: list[Timing], profiles: dict[str, s
         "wrapped step without augmentation, the one comparable to plain. **head**: "
         "EquiModTerm forward + backward alone. Ratios: medians of per-repetition ratios. "
         f"Targets: (wrapped - aug) / plain <= {RATIO_TARGET}x and head / (wrapped - aug) <= "
-        f"{HEAD_SHARE_TARGET:.0%}.",
+        f"{HEAD_SHARE_TARGET:.0%}. **FLOP ratio** and **head FLOP share**: the same two ratios "
+        "for a step whose time is proportional to its matmul and convolution FLOPs (forward "
+        "and backward, counted by torch.utils.flop_counter on one step of each kind), the "
+        "bound the computation itself sets.",
         "",
         "| backbone | B | plain | wrapped | aug | wrapped - aug | head | wrapped / plain "
-        "| (wrapped - aug) / plain | head / (wrapped - aug) | head / wrapped | targets met |",
-        "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "| (wrapped - aug) / plain | head / (wrapped - aug) | head / wrapped | targets met "
+        "| FLOP ratio | head FLOP share |",
+        "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
     ]
     for t in timings:
         s = t.wall.summary()
@@ -415,7 +512,8 @@ def markdown(hw: dict[str, object], timings: list[Timing], profiles: dict[str, s
             f"| {t.backbone} | {t.batch_size} | {s['plain_ms']:.0f} | {s['wrapped_ms']:.0f} "
             f"| {s['aug_ms']:.0f} | {s['net_ms']:.0f} | {s['head_ms']:.0f} "
             f"| {s['ratio_full']:.2f}x | {s['ratio_net']:.2f}x | {s['head_share_net']:.1%} "
-            f"| {s['head_share_full']:.1%} | {'yes' if met else 'no'} |"
+            f"| {s['head_share_full']:.1%} | {'yes' if met else 'no'} "
+            f"| {t.flops.ratio:.3f}x | {t.flops.head_share:.1%} |"
         )
     lines += [
         "",

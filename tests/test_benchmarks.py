@@ -35,6 +35,15 @@ def test_step_time_quick_run_measures_the_augmentation_inside_the_step(tmp_path:
             assert all(a < w for a, w in zip(t["aug"], t["wrapped"], strict=True))
             net = [w - a for w, a in zip(t["wrapped"], t["aug"], strict=True)]
             assert t["net"] == pytest.approx(net)
+    flops = {timing["backbone"]: timing["flops"] for timing in report["timings"]}
+    assert all(0 < f["aug"] < f["wrapped"] and 0 < f["head"] for f in flops.values())
+    # one online pass on 3B images and momentum passes on 2B: 11/8 of plain BYOL's FLOPs plus
+    # the head's, which next to resnet18 with the CIFAR stem is ~1 % (a recomputed backbone
+    # pass, or the augmentation counted in, would show here)
+    cifar = flops["resnet18-cifar"]
+    assert 11 / 8 < cifar["ratio"] < 11 / 8 + 0.02
+    assert cifar["ratio"] == pytest.approx((cifar["wrapped"] - cifar["aug"]) / cifar["plain"])
+    assert cifar["head_share"] < 0.02 < flops["convnet6"]["head_share"]
 
 
 @pytest.mark.slow

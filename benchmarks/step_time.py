@@ -36,9 +36,9 @@ backward; the FLOPs inside the augmentation calls are counted apart and left out
 report gives the FLOP ratio (wrapped - aug) / plain and the head's FLOP share. The backbone
 alone would give 11/8 = 1.375 (the online backbone's forward and backward see 3B images
 instead of 2B, the momentum backbone's forward still 2B); the equivariance head adds its
-own FLOPs: its projector (hidden 2048, as in the official code) on 3B rows weighs as much
-as a backbone pass where the backbone is small (convnet6, or resnet18's ImageNet stem on
-32 px images, which shrinks the maps to 8 x 8 at once), and ~1 % next to resnet18-cifar.
+own FLOPs: its projector (hidden 2048, as in the official code) on 3B rows is 7-11 % of the
+step where the backbone is small (convnet6, or resnet18's ImageNet stem on 32 px images,
+which shrinks the maps to 8 x 8 at once), and ~1 % next to resnet18-cifar.
 A step is compute-bound when its time ratio is near its FLOP ratio.
 
 The memory allocator matters on CPU. torch takes large tensors from glibc's malloc, which
